@@ -1,0 +1,152 @@
+"""Space: which layers GLoRA targets and which options each of A–E may take there."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from torch import nn
+
+from .options import TENSOR_KINDS, TENSORS, Option
+
+__all__ = ["Space", "LayerShape", "SpaceError", "PRESETS", "DEFAULT_TARGETS", "model_name", "as_linear"]
+
+#: Every qkv / proj / fc1 / fc2 Linear of a transformer block (timm ViT, DeiT, Swin, ...).
+DEFAULT_TARGETS = r"(.*\.)?blocks\.\d+\.(attn\.qkv|attn\.proj|mlp\.fc1|mlp\.fc2)"
+
+#: The paper's three supernets, by their largest / second rank.
+PRESETS: dict[str, tuple[int, ...]] = {"large": (8, 4), "mid": (4, 2), "small": (2,)}
+
+
+class SpaceError(ValueError):
+    """A space that cannot be built or does not fit a model."""
+
+
+@dataclass(frozen=True)
+class LayerShape:
+    """What the space needs to know about one targeted ``nn.Linear``."""
+
+    out_features: int
+    in_features: int
+    bias: bool
+
+
+def model_name(model: nn.Module) -> str:
+    """The timm architecture name of ``model`` (class name for non-timm models)."""
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    return cfg.get("architecture") or type(model).__name__
+
+
+def as_linear(module: nn.Module) -> nn.Linear | None:
+    """The ``nn.Linear`` a module is, or wraps as ``base_layer`` (GLoRA, PEFT layers)."""
+    if isinstance(module, nn.Linear):
+        return module
+    base = getattr(module, "base_layer", None)
+    return base if isinstance(base, nn.Linear) else None
+
+
+def _default_options() -> dict[str, tuple[str, ...]]:
+    return {t: tuple(k) for t, k in TENSOR_KINDS.items()}
+
+
+@dataclass
+class Space:
+    """Targeted layers (``targets``, a regex matched against full module names), the
+    LoRA ``ranks`` that exist, and the ``options`` kinds each support tensor may take.
+
+    Layers without a bias only get ``none`` for C, D and E: anything else would add a
+    bias the original architecture lacks, and the merged model would no longer load
+    into a plain timm model.
+    """
+
+    ranks: tuple[int, ...] = (8, 4)
+    targets: str = DEFAULT_TARGETS
+    options: Mapping[str, tuple[str, ...]] = field(default_factory=_default_options)
+
+    def __post_init__(self) -> None:
+        self.ranks = tuple(sorted({int(r) for r in self.ranks}, reverse=True))
+        if any(r < 1 for r in self.ranks):
+            raise SpaceError(f"space.ranks must be positive integers, got {self.ranks}")
+        try:
+            self._pattern = re.compile(self.targets)
+        except re.error as err:
+            raise SpaceError(f"space.targets {self.targets!r} is not a valid regex: {err}") from None
+        options = {t: tuple(self.options.get(t, TENSOR_KINDS[t])) for t in TENSORS}
+        for tensor in self.options:
+            if tensor not in TENSORS:
+                raise SpaceError(f"space.options has unknown support tensor {tensor!r}; use A, B, C, D or E")
+        for tensor, kinds in options.items():
+            bad = [k for k in kinds if k not in TENSOR_KINDS[tensor]]
+            if bad:
+                raise SpaceError(
+                    f"space.options.{tensor}: {bad} not allowed; {tensor} may take {list(TENSOR_KINDS[tensor])}"
+                )
+            if not kinds:
+                raise SpaceError(f"space.options.{tensor} is empty; give at least 'none'")
+            if "lora" in kinds and not self.ranks:
+                raise SpaceError(f"space.options.{tensor} has 'lora' but space.ranks is empty")
+        self.options = options
+
+    @classmethod
+    def preset(cls, name: str, **kwargs: Any) -> "Space":
+        """``large`` ranks (8, 4), ``mid`` (4, 2) or ``small`` (2,)."""
+        if name not in PRESETS:
+            raise SpaceError(f"unknown space preset {name!r}; presets are {sorted(PRESETS)}")
+        return cls(ranks=PRESETS[name], **kwargs)
+
+    @property
+    def max_rank(self) -> int:
+        return max(self.ranks, default=0)
+
+    def options_for(self, tensor: str, shape: LayerShape) -> tuple[Option, ...]:
+        """The legal options of ``tensor`` on a layer of ``shape``, largest first."""
+        if tensor in ("C", "D", "E") and not shape.bias:
+            return (Option("none"),)
+        out: list[Option] = []
+        for kind in self.options[tensor]:
+            if kind == "lora":
+                out.extend(Option("lora", r) for r in self.ranks)
+            else:
+                out.append(Option(kind))  # type: ignore[arg-type]
+        return tuple(out)
+
+    def choices(self, shape: LayerShape) -> dict[str, tuple[Option, ...]]:
+        return {t: self.options_for(t, shape) for t in TENSORS}
+
+    def matches(self, name: str) -> bool:
+        return self._pattern.fullmatch(name) is not None
+
+    def target_layers(self, model: nn.Module) -> dict[str, LayerShape]:
+        """Targeted layers of ``model`` (plain or wrapped) in module order."""
+        found: dict[str, LayerShape] = {}
+        for name, module in model.named_modules():
+            linear = as_linear(module)
+            if linear is None or not self.matches(name):
+                continue
+            if name.endswith(".base_layer") and name[: -len(".base_layer")] in found:
+                continue  # the Linear inside a wrapper we already counted
+            found[name] = LayerShape(linear.out_features, linear.in_features, linear.bias is not None)
+        if not found:
+            linears = [n for n, m in model.named_modules() if as_linear(m) is not None][:6]
+            raise SpaceError(
+                f"space.targets {self.targets!r} matches no nn.Linear of {model_name(model)}; "
+                f"its Linear layers are named like {linears}"
+            )
+        return found
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"ranks": list(self.ranks), "targets": self.targets}
+        if self.options != _default_options():
+            data["options"] = {t: list(k) for t, k in self.options.items()}
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "Space":
+        unknown = set(data) - {"ranks", "targets", "options"}
+        if unknown:
+            raise SpaceError(f"space has unknown keys {sorted(unknown)}; keys are ranks, targets, options")
+        return cls(
+            ranks=tuple(data.get("ranks", (8, 4))),
+            targets=data.get("targets", DEFAULT_TARGETS),
+            options={t: tuple(k) for t, k in data.get("options", _default_options()).items()},
+        )

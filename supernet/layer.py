@@ -1,0 +1,181 @@
+"""GLoRALinear: one frozen ``nn.Linear`` plus the five GLoRA support tensors A–E.
+
+    W = W0 + W0 ⊙ A + B        b = b0 + b0 ⊙ D + E + W0 · C        y = x Wᵀ + b
+
+Each support tensor is stored once at the space's largest rank (the supernet's shared
+weights); a ``LoRA_r`` choice uses the first ``r`` columns / rows, ``vector`` the first
+column of the down factor, ``constant`` its first element. The forward only builds the
+out×in weight when A is LoRA-form; every other form is applied to the base output or
+through low-rank / vector paths.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from spaces import TENSORS, Choice, Option
+
+__all__ = ["GLoRALinear", "ChoiceSampler"]
+
+_NONE = Option("none")
+
+
+class ChoiceSampler:
+    """The seeded generator every layer of one supernet draws its random choice from.
+
+    One shared generator (not global RNG state) keeps supernet training reproducible:
+    layers draw in module-call order, so a seed fixes every step's layout.
+    """
+
+    def __init__(self, seed: int = 0) -> None:
+        self.generator = torch.Generator()
+        self.seed(seed)
+
+    def seed(self, seed: int) -> None:
+        self.generator.manual_seed(int(seed))
+
+    def draw(self, choices: tuple[tuple[Option, ...], ...]) -> Choice:
+        u = torch.rand(len(choices), generator=self.generator).tolist()
+        return tuple(opts[min(int(x * len(opts)), len(opts) - 1)] for x, opts in zip(u, choices))  # type: ignore[return-value]
+
+
+class GLoRALinear(nn.Module):
+    """GLoRA around ``base_layer`` (kept, frozen, as a submodule so ``merge`` can hand back
+    the very module timm built).
+
+    ``choice`` is the fixed A–E choice, or ``None`` for supernet mode, where every forward
+    draws an independent choice from ``sampler``.
+    """
+
+    def __init__(
+        self,
+        base_layer: nn.Linear,
+        choices: dict[str, tuple[Option, ...]],
+        max_rank: int,
+        sampler: ChoiceSampler | None = None,
+    ) -> None:
+        super().__init__()
+        self.base_layer = base_layer
+        self.in_features = base_layer.in_features
+        self.out_features = base_layer.out_features
+        for p in base_layer.parameters():
+            p.requires_grad_(False)
+        self.choices = tuple(choices[t] for t in TENSORS)
+        self.sampler = sampler
+        self.choice: Choice | None = None
+
+        out_f, in_f = self.out_features, self.in_features
+        rank = max(max_rank, 1)
+        factory = {"device": base_layer.weight.device, "dtype": base_layer.weight.dtype}
+
+        def kinds(tensor: str) -> set[str]:
+            return {o.kind for o in choices[tensor]}
+
+        def down(tensor: str, rows: int) -> nn.Parameter | None:
+            return nn.Parameter(torch.zeros(rows, rank, **factory)) if kinds(tensor) - {"none"} else None
+
+        def up(tensor: str, cols: int) -> nn.Parameter | None:
+            if "lora" not in kinds(tensor):
+                return None
+            weight = torch.empty(rank, cols, **factory)
+            nn.init.kaiming_uniform_(weight, a=math.sqrt(5))
+            return nn.Parameter(weight)
+
+        def vec(tensor: str) -> nn.Parameter | None:
+            return nn.Parameter(torch.zeros(out_f, **factory)) if kinds(tensor) - {"none"} else None
+
+        # Down factors and D, E start at zero, so any subnet starts as the pretrained layer.
+        self.Ad, self.Au = down("A", out_f), up("A", in_f)
+        self.Bd, self.Bu = down("B", out_f), up("B", in_f)
+        self.Cd, self.Cu = down("C", in_f), up("C", 1)
+        self.D, self.E = vec("D"), vec("E")
+
+    @property
+    def weight(self) -> Tensor:
+        return self.base_layer.weight
+
+    @property
+    def bias(self) -> Tensor | None:
+        return self.base_layer.bias
+
+    def support_parameters(self) -> list[nn.Parameter]:
+        return [p for p in (self.Ad, self.Au, self.Bd, self.Bu, self.Cd, self.Cu, self.D, self.E) if p is not None]
+
+    # ---- the pieces of W and b ----------------------------------------------------
+    def _scale(self, down: Tensor, up: Tensor | None, option: Option) -> Tensor:
+        """A or B as a tensor broadcastable to out×in (full only for LoRA)."""
+        if option.kind == "lora":
+            return down[:, : option.rank] @ up[: option.rank]
+        if option.kind == "vector":
+            return down[:, :1]
+        return down[0, 0]
+
+    def _bias(self, choice: Choice) -> Tensor | None:
+        b0 = self.bias
+        if b0 is None:
+            return None
+        _, _, c, d, e = choice
+        bias = b0
+        if d.kind == "vector":
+            bias = bias + b0 * self.D
+        elif d.kind == "constant":
+            bias = bias + b0 * self.D[0]
+        if e.kind == "vector":
+            bias = bias + self.E
+        elif e.kind == "constant":
+            bias = bias + self.E[0]
+        if c.kind != "none":
+            c_vec = self.Cd[:, : c.rank] @ self.Cu[: c.rank, 0] if c.kind == "lora" else self.Cd[:, 0]
+            bias = bias + self.weight @ c_vec
+        return bias
+
+    def merged_weight_and_bias(self, choice: Choice | None = None) -> tuple[Tensor, Tensor | None]:
+        """W and b of ``choice`` (default: the fixed choice) as plain tensors."""
+        choice = choice if choice is not None else self._fixed("merge")
+        a, b = choice[0], choice[1]
+        weight = self.weight
+        if a.kind != "none":
+            weight = weight + weight * self._scale(self.Ad, self.Au, a)
+        if b.kind != "none":
+            weight = weight + self._scale(self.Bd, self.Bu, b).expand_as(weight)
+        return weight, self._bias(choice)
+
+    def _fixed(self, what: str) -> Choice:
+        if self.choice is None:
+            raise RuntimeError(f"{what} needs a fixed layout: call set_layout(model, layout) first")
+        return self.choice
+
+    # ---- forward --------------------------------------------------------------------
+    def forward(self, x: Tensor) -> Tensor:
+        choice = self.choice
+        if choice is None:
+            if self.sampler is None:
+                raise RuntimeError("GLoRALinear in supernet mode needs a sampler; use supernet.wrap()")
+            choice = self.sampler.draw(self.choices)
+        return self.forward_choice(x, choice)
+
+    def forward_choice(self, x: Tensor, choice: Choice) -> Tensor:
+        a, b = choice[0], choice[1]
+        bias = self._bias(choice)
+        if a.kind == "lora":  # W0 ⊙ A is unavoidable: build W once, fold B into it.
+            weight, _ = self.merged_weight_and_bias(choice)
+            return F.linear(x, weight, bias)
+        if a.kind == "none":
+            y = F.linear(x, self.weight, bias)
+        else:  # vector / constant A scale the base output: x (W0 ⊙ A)ᵀ = (x W0ᵀ) ⊙ a
+            scale = self.Ad[:, 0] if a.kind == "vector" else self.Ad[0, 0]
+            y = F.linear(x, self.weight)
+            y = y + y * scale if bias is None else torch.addcmul(y + bias, y, scale)
+        if b.kind == "lora":
+            y = y + F.linear(F.linear(x, self.Bu[: b.rank]), self.Bd[:, : b.rank])
+        elif b.kind != "none":  # x (b 1ᵀ)ᵀ = (Σ_in x) b
+            scale = self.Bd[:, 0] if b.kind == "vector" else self.Bd[0, 0]
+            y = y + x.sum(-1, keepdim=True) * scale
+        return y
+
+    def extra_repr(self) -> str:
+        mode = "supernet" if self.choice is None else "/".join(str(o) for o in self.choice)
+        return f"in_features={self.in_features}, out_features={self.out_features}, choice={mode}"

@@ -1,0 +1,104 @@
+"""Model-level GLoRA: swap targeted ``nn.Linear`` layers in place, fix a layout, merge.
+
+Mirrors PEFT's tuner model: ``wrap`` injects layers, ``set_layout`` chooses their forms,
+``merge`` writes W and b back into the original modules and unloads the wrappers.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from spaces import Layout, LayoutError, Space, model_name
+
+from .layer import ChoiceSampler, GLoRALinear
+
+__all__ = ["wrap", "set_layout", "merge", "reseed", "glora_layers", "space_of", "support_parameters"]
+
+
+def glora_layers(model: nn.Module) -> dict[str, GLoRALinear]:
+    """Every GLoRA layer of ``model`` by its module name, in module order."""
+    return {name: m for name, m in model.named_modules() if isinstance(m, GLoRALinear)}
+
+
+def space_of(model: nn.Module) -> Space:
+    space = getattr(model, "_glora_space", None)
+    if space is None:
+        raise LayoutError(f"{model_name(model)} is not wrapped with GLoRA: call supernet.wrap(model, space) first")
+    return space
+
+
+def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent_name) if parent_name else model, child, module)
+
+
+def wrap(
+    model: nn.Module, space: Space, seed: int = 0, modules_to_train: tuple[str, ...] = ()
+) -> nn.Module:
+    """Put GLoRA on ``space``'s target layers of ``model``, in place, in supernet mode.
+
+    Every other parameter is frozen, except those under ``modules_to_train`` (module
+    name prefixes, e.g. ``("head",)``). ``seed`` seeds the generator that supernet mode
+    draws each layer's per-forward choice from.
+    """
+    if getattr(model, "_glora_space", None) is not None:
+        raise ValueError(f"{model_name(model)} is already wrapped with GLoRA")
+    sampler = ChoiceSampler(seed)
+    for name, shape in space.target_layers(model).items():
+        _set_submodule(model, name, GLoRALinear(model.get_submodule(name), space.choices(shape), space.max_rank, sampler))
+    support = {id(p) for layer in glora_layers(model).values() for p in layer.support_parameters()}
+    prefixes = tuple(p.rstrip(".") + "." for p in modules_to_train)
+    for name, param in model.named_parameters():
+        param.requires_grad_(id(param) in support or name.startswith(prefixes))
+    model._glora_space = space
+    model._glora_sampler = sampler
+    return model
+
+
+def reseed(model: nn.Module, seed: int) -> None:
+    """Reset the supernet's choice generator (e.g. from run seed and step under DDP)."""
+    space_of(model)
+    model._glora_sampler.seed(seed)
+
+
+def support_parameters(model: nn.Module) -> list[nn.Parameter]:
+    return [p for layer in glora_layers(model).values() for p in layer.support_parameters()]
+
+
+def set_layout(model: nn.Module, layout: Layout | None) -> Layout | None:
+    """Fix every layer's choice to ``layout`` (checked against the model first), or
+    return to supernet mode with ``None``. Returns the layout bound to this model."""
+    space = space_of(model)
+    layers = glora_layers(model)
+    if layout is None:
+        for layer in layers.values():
+            layer.choice = None
+        return None
+    shapes = space.target_layers(model)
+    bound = layout.check(shapes, space, model_name(model))
+    for name, layer in layers.items():
+        layer.choice = bound.layers[name]
+    return bound
+
+
+@torch.no_grad()
+def merge(model: nn.Module) -> nn.Module:
+    """Re-parameterise every GLoRA layer into its original ``nn.Linear`` and unload the
+    wrappers, in place: the result has the module classes timm built and zero extra
+    inference cost. Needs a fixed layout (``set_layout``)."""
+    layers = glora_layers(model)
+    for layer in layers.values():
+        layer._fixed("merge")  # fail before touching any layer
+    for name, layer in layers.items():
+        weight, bias = layer.merged_weight_and_bias()
+        if not torch.isfinite(weight).all() or (bias is not None and not torch.isfinite(bias).all()):
+            raise ValueError(f"merge: layer {name!r} has non-finite merged weights; the support tensors diverged")
+        base = layer.base_layer
+        base.weight.copy_(weight)
+        if bias is not None:
+            base.bias.copy_(bias)
+        _set_submodule(model, name, base)
+    for attr in ("_glora_space", "_glora_sampler"):
+        if hasattr(model, attr):
+            delattr(model, attr)
+    return model
