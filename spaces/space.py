@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Mapping, Optional
 
 from torch import nn
 
 from .options import TENSOR_KINDS, TENSORS, Option
 
-__all__ = ["Space", "LayerShape", "SpaceError", "PRESETS", "DEFAULT_TARGETS", "model_name", "as_linear"]
+__all__ = ["Space", "SpaceConfig", "SpaceOptions", "LayerShape", "SpaceError", "PRESETS", "DEFAULT_TARGETS", "model_name", "as_linear"]
 
 #: Every qkv / proj / fc1 / fc2 Linear of a transformer block (timm ViT, DeiT, Swin, ...).
 DEFAULT_TARGETS = r"(.*\.)?blocks\.\d+\.(attn\.qkv|attn\.proj|mlp\.fc1|mlp\.fc2)"
@@ -150,3 +150,34 @@ class Space:
             targets=data.get("targets", DEFAULT_TARGETS),
             options={t: tuple(k) for t, k in data.get("options", _default_options()).items()},
         )
+
+
+@dataclass
+class SpaceOptions:
+    """Kinds each support tensor may take (``null`` = every kind it can take)."""
+
+    A: Optional[list[str]] = None
+    B: Optional[list[str]] = None
+    C: Optional[list[str]] = None
+    D: Optional[list[str]] = None
+    E: Optional[list[str]] = None
+
+
+@dataclass
+class SpaceConfig:
+    """The ``space`` config group: a preset, optionally with other ranks, targets or options."""
+
+    preset: Optional[str] = "large"
+    ranks: Optional[list[int]] = None  # replaces the preset's ranks
+    targets: str = DEFAULT_TARGETS
+    options: SpaceOptions = field(default_factory=SpaceOptions)
+
+    def build(self) -> Space:
+        if self.ranks is not None:
+            ranks = tuple(self.ranks)
+        elif self.preset in PRESETS:
+            ranks = PRESETS[self.preset]
+        else:
+            raise SpaceError(f"space.preset={self.preset!r} is unknown; presets are {sorted(PRESETS)} (or set space.ranks)")
+        options = {t: tuple(getattr(self.options, t)) for t in TENSORS if getattr(self.options, t) is not None}
+        return Space(ranks=ranks, targets=self.targets, options=options)

@@ -1,5 +1,154 @@
-"""`glora-train`: not built yet (issue #4 (supernet training))."""
+"""`glora-train`: train the GLoRA supernet.
+
+Every step trains one random layout (each layer's A–E drawn by a generator seeded from the
+run seed and the step, so resumed and multi-process runs draw the same layouts); the head
+trains alongside. Every epoch ends with an atomic checkpoint in the run dir.
+
+    glora-train                                   # embedded backbone, embedded `count` task
+    glora-train data.task=texture space=mid
+    glora-train resume=runs/train/<time>          # continue an interrupted run
+    glora-train experiment=smoke
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import hydra
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig
+from tqdm import tqdm
+
+from spaces import SpaceConfig, write_json_atomic
+
+from .backbone import ModelConfig, PretrainConfig, classifier_name, load_backbone
+from .checkpoint import WEIGHTS, atomic_write, load_checkpoint, save_checkpoint
+from .data import DataConfig, build_task
+from .engine import OptimConfig, TrainerConfig, autocast, evaluate, pick_device, step_seed, warmup_cosine
+from .errors import CheckpointError, TrainingError
+from .jobs import CONF_DIR, PathsConfig, run_job
+from .plots import plot_curves
+from .wrap import reseed, wrap
+
+log = logging.getLogger(__name__)
+
+EVAL_SEED = 12345  # validation always sees the same sequence of random subnets
 
 
-def main() -> None:
-    raise SystemExit("glora-train: not implemented yet; it lands with issue #4 (supernet training)")
+@dataclass
+class TrainConfig:
+    task_name: str = "train"
+    resume: Optional[str] = None
+    model: ModelConfig = field(default_factory=ModelConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    space: SpaceConfig = field(default_factory=SpaceConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    paths: PathsConfig = field(default_factory=PathsConfig)
+
+
+def train(cfg: TrainConfig, run_dir: Path) -> dict:
+    """Train (or resume) a supernet in ``run_dir``; returns the final metrics."""
+    if cfg.resume and not (Path(cfg.resume) / WEIGHTS).is_file():
+        raise CheckpointError(f"resume={cfg.resume!r} holds no {WEIGHTS}: nothing to resume from")
+    device = pick_device(cfg.trainer.device)
+    torch.manual_seed(cfg.trainer.seed)
+
+    # ---- model, data, space -----------------------------------------------------------
+    space = cfg.space.build()
+    model, spec = load_backbone(cfg.model, cfg.pretrain, cfg.paths.cache, num_classes=0)
+    task = build_task(cfg.data, spec.preprocess)
+    model.reset_classifier(task.num_classes)
+    wrap(model, space, seed=cfg.trainer.seed, modules_to_train=(classifier_name(model),))
+    model.to(device)
+    identity = {"model": spec.name, "kwargs": spec.kwargs, "num_classes": task.num_classes, "space": space.to_dict()}
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+    steps_per_epoch = len(task.loader("train", train=True))
+    total_steps = cfg.trainer.epochs * steps_per_epoch
+    schedule = warmup_cosine(optimizer, int(cfg.optim.warmup_epochs * steps_per_epoch), total_steps, cfg.optim.min_lr_ratio)
+
+    # ---- resume -------------------------------------------------------------------------
+    epoch, step, history = 0, 0, []
+    if (run_dir / WEIGHTS).is_file():
+        progress, state = load_checkpoint(run_dir, model, identity)
+        optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["torch_rng"])
+        epoch, step, history = progress["epoch"], progress["step"], progress["history"]
+        log.info("resuming %s from epoch %d (step %d)", run_dir, epoch, step)
+
+    # ---- loop ---------------------------------------------------------------------------
+    last_epoch = cfg.trainer.epochs
+    if cfg.trainer.stop_after_epochs is not None:
+        last_epoch = min(last_epoch, epoch + cfg.trainer.stop_after_epochs)
+    for epoch in range(epoch, last_epoch):
+        start = time.time()
+        model.train()
+        loss_sum, correct, seen = 0.0, 0, 0
+        bar = tqdm(task.loader("train", train=True, seed=cfg.trainer.seed * 1000 + epoch), desc=f"epoch {epoch + 1}/{cfg.trainer.epochs}", unit="step", dynamic_ncols=True)
+        for images, labels in bar:
+            images, labels = images.to(device), labels.to(device)
+            reseed(model, step_seed(cfg.trainer.seed, step))
+            with autocast(device):
+                logits = model(images)
+                loss = F.cross_entropy(logits.float(), labels, label_smoothing=cfg.trainer.label_smoothing)
+            if not torch.isfinite(loss):
+                done = f"epoch {epoch}" if epoch else "none yet"
+                raise TrainingError(
+                    f"loss is {loss.item()} at step {step} (epoch {epoch + 1}); training stopped. "
+                    f"The last good checkpoint ({done}) is kept in {run_dir}; lower optim.lr or check the data"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            step += 1
+            loss_sum += loss.item() * labels.numel()
+            correct += (logits.argmax(-1) == labels).sum().item()
+            seen += labels.numel()
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+        reseed(model, EVAL_SEED)
+        val = evaluate(model, task.loader("val"), device)
+        history.append({
+            "epoch": epoch + 1, "step": step, "train/loss": loss_sum / seen, "train/acc": correct / seen,
+            "val/loss": val["loss"], "val/acc": val["acc"], "lr": schedule.get_last_lr()[0],
+            "seconds": round(time.time() - start, 3),
+        })
+        log.info("epoch %d: train loss %.4f acc %.3f | val (random subnets) acc %.3f", epoch + 1, history[-1]["train/loss"], history[-1]["train/acc"], val["acc"])
+        _checkpoint(run_dir, cfg, model, optimizer, schedule, identity, spec.to_dict(), epoch + 1, step, history)
+
+    metrics = {"epochs_done": len(history), "complete": len(history) >= cfg.trainer.epochs, **({k: v for k, v in history[-1].items() if "/" in k} if history else {})}
+    write_json_atomic(run_dir / "metrics.json", metrics)
+    return metrics
+
+
+def _checkpoint(run_dir, cfg, model, optimizer, schedule, identity, backbone, epoch, step, history) -> None:
+    """The crash-consistent checkpoint, then the files people read (JSON, CSV, plot)."""
+    progress = {"epoch": epoch, "step": step, "history": history}
+    state = {"optimizer": optimizer.state_dict(), "scheduler": schedule.state_dict(), "torch_rng": torch.get_rng_state()}
+    save_checkpoint(run_dir, model, identity, progress, state)
+    table = pd.DataFrame(history)
+    atomic_write(run_dir / "metrics.csv", lambda tmp: table.to_csv(tmp, index=False))
+    plot_curves(table, run_dir / "train_curves.png", f"supernet training: {cfg.data.task}")
+    write_json_atomic(run_dir / "train_state.json", {
+        **progress, "epochs": cfg.trainer.epochs, "seed": cfg.trainer.seed,
+        "identity": identity, "backbone": backbone, "config": asdict(cfg),
+    })
+
+
+ConfigStore.instance().store(name="train_schema", node=TrainConfig)
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
+def main(cfg: DictConfig) -> float:
+    metrics = run_job(train, cfg)
+    return metrics.get("val/acc", 0.0)

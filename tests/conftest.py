@@ -21,3 +21,33 @@ def tiny_vit():
 @pytest.fixture
 def images():
     return torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+
+
+# ---- jobs ----------------------------------------------------------------------------
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from hydra import compose, initialize_config_dir  # noqa: E402
+from omegaconf import OmegaConf  # noqa: E402
+
+from supernet.jobs import CONF_DIR  # noqa: E402
+
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory):
+    """One embedded smoke backbone per test session, shared by every job test."""
+    return tmp_path_factory.mktemp("cache")
+
+
+def job_config(config_name: str, cache: Path, *overrides: str):
+    """A job's config as its dataclass, composed like the CLI would (experiment=smoke)."""
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose(config_name, overrides=["experiment=smoke", f"paths.cache={cache}", *overrides])
+    return OmegaConf.to_object(cfg)
+
+
+def run_cli(script: str, *args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([str(BIN / script), *args], capture_output=True, text=True, cwd=cwd, timeout=timeout)

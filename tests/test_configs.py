@@ -1,0 +1,43 @@
+"""Every config group composes into its dataclass; the smoke experiment applies to every job."""
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from spaces import Space
+from supernet.jobs import CONF_DIR
+from supernet.pretrain import PretrainJobConfig
+from supernet.train import TrainConfig
+
+
+def _compose(name, *overrides):
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return OmegaConf.to_object(compose(name, overrides=list(overrides)))
+
+
+@pytest.mark.parametrize("overrides", [
+    [], ["experiment=smoke"], ["space=mid"], ["space=small", "space.options.A=[lora,none]"],
+    ["data=vtab1k", "data.root=/x"], ["data=imagefolder", "data.root=/x"], ["model=timm", "model.checkpoint=/w.safetensors"],
+])
+def test_train_config_groups(overrides):
+    cfg = _compose("train", *overrides)
+    assert isinstance(cfg, TrainConfig)
+    assert isinstance(cfg.space.build(), Space)
+
+
+def test_space_groups_match_presets():
+    for preset, ranks in (("large", (8, 4)), ("mid", (4, 2)), ("small", (2,))):
+        assert _compose("train", f"space={preset}").space.build() == Space.preset(preset)
+    restricted = _compose("train", "space.options.A=[lora,none]", "space.ranks=[16]").space.build()
+    assert restricted.ranks == (16,) and restricted.options["A"] == ("lora", "none")
+
+
+def test_pretrain_config_and_smoke():
+    cfg = _compose("pretrain", "experiment=smoke")
+    assert isinstance(cfg, PretrainJobConfig) and cfg.pretrain.steps < 100
+
+
+def test_dataclass_defaults_equal_the_yaml():
+    """The dataclasses (Python API) and conf/ (CLI) describe the same default run."""
+    cfg = _compose("train")
+    assert cfg.pretrain == TrainConfig().pretrain and cfg.trainer == TrainConfig().trainer
+    assert cfg.optim == TrainConfig().optim and cfg.data == TrainConfig().data and cfg.model == TrainConfig().model

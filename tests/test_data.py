@@ -1,0 +1,122 @@
+"""Embedded suite, VTAB-1k folders and ImageFolder trees, and their errors."""
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from supernet.data import DataConfig, Preprocess, build_task
+from supernet.data.embedded import TARGET_TASKS, TASKS, make_task
+from supernet.errors import DataError
+
+
+@pytest.mark.parametrize("task", sorted(TASKS))
+def test_embedded_tasks_are_deterministic_and_vtab_shaped(task):
+    sizes = {"train": 800, "val": 200, "test": 300} if task == "shapes" else None
+    a, b, c = make_task(task, 0, sizes), make_task(task, 0, sizes), make_task(task, 1, sizes)
+    for split in ("train", "val", "test"):
+        assert np.array_equal(a[split][0], b[split][0]) and np.array_equal(a[split][1], b[split][1])
+    assert not np.array_equal(a["train"][0], c["train"][0])
+    assert len(a["train"][1]) == 800 and len(a["val"][1]) == 200 and len(a["test"][1]) > 0
+    assert a["train"][0].shape[1:] == (32, 32, 3) and a["train"][0].dtype == np.uint8
+    classes = TASKS[task][1]
+    assert set(np.unique(a["train"][1])) == set(range(classes))
+
+
+def test_suite_has_at_least_four_target_tasks_and_a_distinct_source():
+    assert len(TARGET_TASKS) >= 4 and "shapes" not in TARGET_TASKS
+
+
+def test_embedded_task_as_tensors():
+    task = build_task(DataConfig(task="count"), Preprocess(48))
+    x, y = next(iter(task.loader("train", train=True, seed=0)))
+    assert x.shape == (64, 3, 48, 48) and x.dtype == torch.float32 and -1.01 <= x.min() and x.max() <= 1.01
+    assert len(task.splits["trainval"]) == 1000 and task.num_classes == 6
+    first = [next(iter(task.loader("train", train=True, seed=s)))[1] for s in (3, 3, 4)]
+    assert torch.equal(first[0], first[1]) and not torch.equal(first[0], first[2])
+
+
+def _image(path, size, mode):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(abs(hash(path.name)) % 2**32)
+    shape = (size[1], size[0]) if mode == "L" else (size[1], size[0], 3)
+    Image.fromarray(rng.integers(0, 255, shape, dtype=np.uint8), mode).save(path)
+
+
+@pytest.fixture
+def vtab_root(tmp_path):
+    """A tiny VTAB-1k task folder: greyscale and odd-sized images, 3 classes."""
+    root = tmp_path / "vtab" / "tiny"
+    lines = {}
+    for split, count in (("train800", 6), ("val200", 3), ("test", 4)):
+        rows = []
+        for i in range(count):
+            rel = f"images/{split}_{i}.{'png' if i % 2 else 'jpg'}"
+            _image(root / rel, (20 + i, 17), "L" if i % 2 else "RGB")
+            rows.append(f"{rel} {i % 3}")
+        lines[split] = rows
+    lines["train800val200"] = lines["train800"] + lines["val200"]
+    for name, rows in lines.items():
+        (root / f"{name}.txt").write_text("\n".join(rows) + "\n")
+    return root
+
+
+def test_vtab1k_folder(vtab_root):
+    task = build_task(DataConfig(source="vtab1k", root=str(vtab_root), batch_size=4), Preprocess(24, (0.5,) * 3, (0.25,) * 3))
+    assert {k: len(v) for k, v in task.splits.items()} == {"train": 6, "val": 3, "trainval": 9, "test": 4}
+    assert task.num_classes == 3
+    x, y = next(iter(task.loader("train", train=True)))
+    assert x.shape == (4, 3, 24, 24) and y.dtype == torch.int64
+
+
+def test_imagefolder_tree(tmp_path):
+    for split in ("train", "val", "test"):
+        for cls in ("cat", "dog"):
+            for i in range(2):
+                _image(tmp_path / split / cls / f"{i}.png", (9 + i, 13), "L")
+    task = build_task(DataConfig(source="imagefolder", root=str(tmp_path)), Preprocess(16))
+    assert task.num_classes == 2 and len(task.splits["train"]) == 4 and len(task.splits["trainval"]) == 8
+    x, y = task.splits["test"][3]
+    assert x.shape == (3, 16, 16) and y == 1
+
+
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda root: None, None),
+        (lambda root: (root / "images" / "test_2.jpg").unlink(), r"test.txt:3: image 'images/test_2.jpg' does not exist"),
+        (lambda root: (root / "val200.txt").unlink(), r"has no val200.txt"),
+        (lambda root: (root / "test.txt").write_text("images/test_0.jpg 7\n"), r"test split: label 7 of test_0.jpg is out of range 0..2"),
+        (lambda root: (root / "test.txt").write_text("images/test_0.jpg cat\n"), r"test.txt:1: expected '<image path> <integer label>'"),
+    ],
+)
+def test_bad_vtab_folder_gets_one_clear_error(vtab_root, mutate, message):
+    mutate(vtab_root)
+    cfg = DataConfig(source="vtab1k", root=str(vtab_root))
+    if message is None:
+        build_task(cfg, Preprocess(16))
+    else:
+        with pytest.raises(DataError, match=message):
+            build_task(cfg, Preprocess(16))
+
+
+def test_labels_above_num_classes(vtab_root):
+    with pytest.raises(DataError, match="out of range 0..1 \\(data.num_classes\\)"):
+        build_task(DataConfig(source="vtab1k", root=str(vtab_root), num_classes=2), Preprocess(16))
+
+
+@pytest.mark.parametrize("source", ["vtab1k", "imagefolder"])
+def test_missing_or_empty_root(tmp_path, source):
+    with pytest.raises(DataError, match="does not exist"):
+        build_task(DataConfig(source=source, root=str(tmp_path / "nope")), Preprocess(16))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="is empty"):
+        build_task(DataConfig(source=source, root=str(tmp_path / "empty")), Preprocess(16))
+    with pytest.raises(DataError, match="data.root is not set"):
+        build_task(DataConfig(source=source, root=None), Preprocess(16))
+
+
+def test_unknown_task_and_source():
+    with pytest.raises(DataError, match="data.task='nope' is not an embedded task"):
+        build_task(DataConfig(task="nope"), Preprocess(32))
+    with pytest.raises(DataError, match="data.source='s3' is unknown"):
+        build_task(DataConfig(source="s3"), Preprocess(32))
