@@ -66,6 +66,7 @@ class GLoRALinear(nn.Module):
         self.choices = tuple(choices[t] for t in TENSORS)
         self.sampler = sampler
         self.choice: Choice | None = None
+        self.merged: tuple[Tensor, Tensor | None] | None = None  # set by supernet.merged_inference
 
         out_f, in_f = self.out_features, self.in_features
         rank = max(max_rank, 1)
@@ -150,6 +151,8 @@ class GLoRALinear(nn.Module):
 
     # ---- forward --------------------------------------------------------------------
     def forward(self, x: Tensor) -> Tensor:
+        if self.merged is not None:  # inference of a fixed choice: one plain matmul
+            return F.linear(x, *self.merged)
         choice = self.choice
         if choice is None:
             if self.sampler is None:

@@ -11,6 +11,7 @@ trains alongside. Every epoch ends with an atomic checkpoint in the run dir.
 """
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import asdict, dataclass, field
@@ -25,11 +26,13 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from spaces import SpaceConfig, write_json_atomic
+from omegaconf import OmegaConf
 
-from .backbone import ModelConfig, PretrainConfig, classifier_name, load_backbone
-from .checkpoint import WEIGHTS, atomic_write, load_checkpoint, save_checkpoint
-from .data import DataConfig, build_task
+from spaces import Space, SpaceConfig, write_json_atomic
+
+from .backbone import BackboneSpec, ModelConfig, PretrainConfig, build_model, classifier_name, load_backbone
+from .checkpoint import WEIGHTS, atomic_write, load_checkpoint, load_weights, save_checkpoint
+from .data import DataConfig, TaskData, build_task
 from .engine import OptimConfig, TrainerConfig, autocast, evaluate, pick_device, step_seed, warmup_cosine
 from .errors import CheckpointError, TrainingError
 from .jobs import CONF_DIR, PathsConfig, run_job
@@ -143,6 +146,42 @@ def _checkpoint(run_dir, cfg, model, optimizer, schedule, identity, backbone, ep
         **progress, "epochs": cfg.trainer.epochs, "seed": cfg.trainer.seed,
         "identity": identity, "backbone": backbone, "config": asdict(cfg),
     })
+
+
+@dataclass
+class TrainedSupernet:
+    """A finished (or interrupted) glora-train run, loaded for the stages after it."""
+
+    run_dir: Path
+    model: torch.nn.Module  # wrapped, weights loaded, eval mode
+    space: Space
+    task: TaskData
+    config: TrainConfig
+    epoch: int
+
+
+def load_trained(run_dir: str | Path, device: torch.device | str = "cpu") -> TrainedSupernet:
+    """Rebuild a supernet from its run dir alone: architecture from ``train_state.json``,
+    every weight (backbone included) from ``supernet.safetensors``."""
+    run_dir = Path(run_dir)
+    state_file = run_dir / "train_state.json"
+    if not run_dir.is_dir() or not state_file.is_file() or not (run_dir / WEIGHTS).is_file():
+        raise CheckpointError(f"{str(run_dir)!r} is not a glora-train run dir (needs train_state.json and {WEIGHTS})")
+    try:
+        saved = json.loads(state_file.read_text())
+        schema = OmegaConf.structured(TrainConfig)
+        cfg = OmegaConf.to_object(OmegaConf.merge(schema, saved["config"]))
+        spec = BackboneSpec.from_dict(saved["backbone"])
+        identity = saved["identity"]
+    except (ValueError, KeyError, TypeError) as err:
+        raise CheckpointError(f"{state_file} is corrupt or from another version ({err})") from None
+    space = Space.from_dict(identity["space"])
+    task = build_task(cfg.data, spec.preprocess)
+    model = build_model(spec, identity["num_classes"])
+    wrap(model, space, seed=cfg.trainer.seed)
+    stored = load_weights(run_dir / WEIGHTS, model, identity)
+    model.to(device).eval()
+    return TrainedSupernet(run_dir, model, space, task, cfg, int(stored.get("progress", {}).get("epoch", 0)))
 
 
 ConfigStore.instance().store(name="train_schema", node=TrainConfig)

@@ -5,6 +5,9 @@ Mirrors PEFT's tuner model: ``wrap`` injects layers, ``set_layout`` chooses thei
 """
 from __future__ import annotations
 
+import contextlib
+from typing import Iterator
+
 import torch
 from torch import nn
 
@@ -12,7 +15,7 @@ from spaces import Layout, LayoutError, Space, model_name
 
 from .layer import ChoiceSampler, GLoRALinear
 
-__all__ = ["wrap", "set_layout", "merge", "reseed", "glora_layers", "space_of", "support_parameters"]
+__all__ = ["wrap", "set_layout", "merge", "merged_inference", "reseed", "glora_layers", "space_of", "support_parameters"]
 
 
 def glora_layers(model: nn.Module) -> dict[str, GLoRALinear]:
@@ -102,3 +105,20 @@ def merge(model: nn.Module) -> nn.Module:
         if hasattr(model, attr):
             delattr(model, attr)
     return model
+
+
+@contextlib.contextmanager
+def merged_inference(model: nn.Module) -> Iterator[nn.Module]:
+    """Inside, every layer runs its fixed choice as one plain matmul with W and b built
+    once (what ``merge`` would give, without unloading); search evaluates candidates this
+    way. The weights must not change inside; grad is off."""
+    layers = list(glora_layers(model).values())
+    with torch.no_grad():
+        merged = [layer.merged_weight_and_bias() for layer in layers]  # raises before any change
+        try:
+            for layer, weight_and_bias in zip(layers, merged):
+                layer.merged = weight_and_bias
+            yield model
+        finally:
+            for layer in layers:
+                layer.merged = None

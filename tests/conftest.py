@@ -51,3 +51,13 @@ def job_config(config_name: str, cache: Path, *overrides: str):
 
 def run_cli(script: str, *args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
     return subprocess.run([str(BIN / script), *args], capture_output=True, text=True, cwd=cwd, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def smoke_supernet(cache_dir, tmp_path_factory):
+    """One trained smoke supernet (2 epochs, tiny backbone) for the search tests."""
+    from supernet.train import train
+
+    run = tmp_path_factory.mktemp("supernet")
+    train(job_config("train", cache_dir), run)
+    return run

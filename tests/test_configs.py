@@ -41,3 +41,13 @@ def test_dataclass_defaults_equal_the_yaml():
     cfg = _compose("train")
     assert cfg.pretrain == TrainConfig().pretrain and cfg.trainer == TrainConfig().trainer
     assert cfg.optim == TrainConfig().optim and cfg.data == TrainConfig().data and cfg.model == TrainConfig().model
+
+
+@pytest.mark.parametrize("strategy", ["evolution", "random", "optuna"])
+def test_search_config_groups(strategy):
+    from search.job import SearchJobConfig
+
+    cfg = _compose("search", f"search={strategy}")
+    assert isinstance(cfg, SearchJobConfig) and cfg.search.strategy == strategy and cfg.search.population == 50
+    smoke = _compose("search", f"search={strategy}", "experiment=smoke")
+    assert smoke.search.population < 50 and smoke.search.strategy == strategy

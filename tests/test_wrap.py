@@ -5,7 +5,7 @@ import torch
 
 from conftest import TINY_VIT, make_vit
 from spaces import Layout, LayoutError, Space
-from supernet import GLoRALinear, glora_layers, merge, reseed, set_layout, support_parameters, wrap
+from supernet import GLoRALinear, glora_layers, merge, merged_inference, reseed, set_layout, support_parameters, wrap
 
 SWIN = dict(img_size=32, patch_size=2, window_size=4, embed_dim=24, depths=(1, 1), num_heads=(2, 4), num_classes=5)
 MODELS = {
@@ -124,3 +124,20 @@ def test_misuse_gets_clear_errors():
     with pytest.raises(RuntimeError, match="merge needs a fixed layout"):
         merge(model)
     assert glora_layers(model)  # nothing was unloaded by the failed merge
+
+
+def test_merged_inference_equals_unmerged_and_restores(images):
+    model = wrap(make_vit(), Space.preset("large"))
+    perturb(model)
+    set_layout(model, Layout.sample(model, Space.preset("large"), seed=3))
+    with torch.no_grad():
+        unmerged = model(images)
+        with merged_inference(model):
+            merged = model(images)
+        after = model(images)
+    assert (merged - unmerged).abs().max().item() <= 1e-5
+    assert torch.equal(after, unmerged) and all(m.merged is None for m in glora_layers(model).values())
+    set_layout(model, None)
+    with pytest.raises(RuntimeError, match="needs a fixed layout"):
+        with merged_inference(model):
+            pass

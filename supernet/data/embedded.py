@@ -64,27 +64,34 @@ def _to_uint8(img: np.ndarray) -> np.ndarray:
     return (np.clip(img, 0, 1) * 255).round().astype(np.uint8)
 
 
-# ---- source task -------------------------------------------------------------------
-def _shapes(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
-    labels = rng.integers(0, 10, size=n)
+def _render(rng: np.random.Generator, n: int, classes: int, draw) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` labels, then one image per label from ``draw(rng, label) -> float HWC``."""
+    labels = rng.integers(0, classes, size=n)
     images = np.empty((n, SIZE, SIZE, 3), np.uint8)
     for i, label in enumerate(labels):
+        images[i] = _to_uint8(draw(rng, int(label)))
+    return images, labels
+
+
+# ---- source task -------------------------------------------------------------------
+def _shapes(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+    def draw(rng: np.random.Generator, label: int) -> np.ndarray:
         img = _background(rng)
         for _ in range(rng.integers(0, 3)):  # small distractor specks
             _paint(img, _shape_mask(0, *rng.uniform(2, 30, 2), rng.uniform(1, 2)), _colour(rng) * 0.6)
         r = rng.uniform(5, 11)
         cx, cy = rng.uniform(r, SIZE - r, 2)
-        _paint(img, _shape_mask(int(label), cx, cy, r), _colour(rng))
-        images[i] = _to_uint8(img)
-    return images, labels
+        _paint(img, _shape_mask(label, cx, cy, r), _colour(rng))
+        return img
+
+    return _render(rng, n, 10, draw)
 
 
 # ---- target tasks ------------------------------------------------------------------
 def _count(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
     """1–6 objects (classes 0–5), non-overlapping, mixed shapes and colours."""
-    labels = rng.integers(0, 6, size=n)
-    images = np.empty((n, SIZE, SIZE, 3), np.uint8)
-    for i, label in enumerate(labels):
+
+    def draw(rng: np.random.Generator, label: int) -> np.ndarray:
         img = _background(rng, clutter=0.5)
         centres: list[tuple[float, float]] = []
         while len(centres) < label + 1:
@@ -93,42 +100,42 @@ def _count(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
                 centres.append(c)
         for cx, cy in centres:
             _paint(img, _shape_mask(int(rng.choice([0, 1, 2])), cx, cy, rng.uniform(2.2, 3.2)), _colour(rng))
-        images[i] = _to_uint8(img)
-    return images, labels
+        return img
+
+    return _render(rng, n, 6, draw)
 
 
 def _location(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
     """Which cell of a 3×3 grid holds the object's centre (9 classes)."""
-    labels = rng.integers(0, 9, size=n)
-    images = np.empty((n, SIZE, SIZE, 3), np.uint8)
     cell = SIZE / 3
-    for i, label in enumerate(labels):
+
+    def draw(rng: np.random.Generator, label: int) -> np.ndarray:
         img = _background(rng, clutter=0.5)
-        row, col = divmod(int(label), 3)
+        row, col = divmod(label, 3)
         cx, cy = rng.uniform(col * cell + 1, (col + 1) * cell - 1), rng.uniform(row * cell + 1, (row + 1) * cell - 1)
         _paint(img, _shape_mask(int(rng.integers(0, 10)), cx, cy, rng.uniform(2.5, 4)), _colour(rng))
-        images[i] = _to_uint8(img)
-    return images, labels
+        return img
+
+    return _render(rng, n, 9, draw)
 
 
 def _orientation(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
     """Angle of a bar in eight bins over [0, π) (8 classes)."""
-    labels = rng.integers(0, 8, size=n)
-    images = np.empty((n, SIZE, SIZE, 3), np.uint8)
-    for i, label in enumerate(labels):
+
+    def draw(rng: np.random.Generator, label: int) -> np.ndarray:
         img = _background(rng, clutter=0.5)
         angle = (label + rng.uniform(0.1, 0.9)) * np.pi / 8
         cx, cy = rng.uniform(10, 22, 2)
         _paint(img, _shape_mask(7, cx, cy, rng.uniform(7, 10), angle), _colour(rng))
-        images[i] = _to_uint8(img)
-    return images, labels
+        return img
+
+    return _render(rng, n, 8, draw)
 
 
 def _texture(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
     """Six pattern families at random scale, phase and colours (6 classes)."""
-    labels = rng.integers(0, 6, size=n)
-    images = np.empty((n, SIZE, SIZE, 3), np.uint8)
-    for i, label in enumerate(labels):
+
+    def draw(rng: np.random.Generator, label: int) -> np.ndarray:
         period = rng.uniform(3.5, 8)
         phase = rng.uniform(0, 2 * np.pi)
         u = 2 * np.pi / period
@@ -142,9 +149,9 @@ def _texture(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
         )[label]
         fg, bg = _colour(rng), _colour(rng) * 0.4
         t = (pattern > 0).astype(np.float32)[..., None]
-        img = fg * t + bg * (1 - t) + rng.normal(0, 0.05, size=(SIZE, SIZE, 3))
-        images[i] = _to_uint8(img)
-    return images, labels
+        return fg * t + bg * (1 - t) + rng.normal(0, 0.05, size=(SIZE, SIZE, 3))
+
+    return _render(rng, n, 6, draw)
 
 
 def _digits(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:

@@ -1,0 +1,110 @@
+"""glora-search: legal layouts, exact resume, outputs, strategies, sweeps, bad input."""
+import json
+import random
+
+import pandas as pd
+import pytest
+
+from conftest import job_config, make_vit, run_cli
+from search.job import run_search
+from search.operators import Budget, BudgetError, LayoutOps
+from spaces import Layout, LayoutError, Space
+from supernet.errors import CheckpointError, JobError
+from supernet.train import load_trained
+
+
+@pytest.fixture(scope="module")
+def ops(smoke_supernet):
+    sn = load_trained(smoke_supernet)
+    return LayoutOps(Layout.sample(sn.model, sn.space, seed=0), Budget(3000, 1000))
+
+
+def test_operators_only_make_legal_layouts(ops):
+    rng = random.Random(0)
+    pool = [ops.random(rng) for _ in range(20)]
+    children = pool + [ops.mutate(p, rng, 0.5) for p in pool] + [ops.crossover(a, b, rng) for a, b in zip(pool, pool[1:])]
+    for layers in children:
+        assert 1000 <= ops.params(layers) <= 3000
+        assert ops.params(layers) == ops.layout(layers).trainable_params  # the count the layout JSON reports
+    again = random.Random(0)
+    assert [ops.random(again) for _ in range(20)] == pool  # a pure function of the seed
+
+
+def test_repair_fixes_any_layout(ops):
+    rng = random.Random(1)
+    biggest = {n: tuple(max(c, key=c.get) for c in row) for n, row in ops.costs.items()}
+    assert ops.params(biggest) == ops.most > 3000
+    assert ops.legal(ops.repair(biggest, rng))
+
+
+def test_infeasible_budget_is_one_clear_error(ops):
+    with pytest.raises(BudgetError, match=r"search.min_params=\d+ is infeasible: the largest layout of this space has \d+"):
+        LayoutOps(ops.template, Budget(10**9, 10**9))
+    with pytest.raises(BudgetError, match="is above search.budget"):
+        LayoutOps(ops.template, Budget(10, 20))
+
+
+def _search(smoke_supernet, cache_dir, run_dir, *overrides):
+    return run_search(job_config("search", cache_dir, f"supernet={smoke_supernet}", "search.budget=3000", *overrides), run_dir)
+
+
+def test_search_writes_its_outputs(smoke_supernet, cache_dir, tmp_path):
+    metrics = _search(smoke_supernet, cache_dir, tmp_path)
+    history = pd.read_csv(tmp_path / "history.csv")
+    assert list(history.columns) == ["generation", "strategy", "layout_hash", "trainable_params", "val_acc", "seconds"]
+    assert history["layout_hash"].is_unique  # never evaluated twice
+    assert (history["trainable_params"] <= 3000).all() and sorted(history["generation"].unique()) == [0, 1, 2]
+    best = Layout.load(tmp_path / "layout.json")
+    assert best.budget == 3000 and best.trainable_params <= 3000
+    assert best.metrics["val_acc"] == history["val_acc"].max() == metrics["best_val_acc"]
+    for name in ("metrics.json", "report.md", "search_curve.png", "pareto.png", "layout_heatmap.png"):
+        assert (tmp_path / name).is_file()
+    assert metrics["evaluations"] == len(history)
+
+
+@pytest.mark.parametrize("strategy", ["evolution", "random", "optuna"])
+def test_resume_ends_like_an_uninterrupted_search(smoke_supernet, cache_dir, tmp_path, strategy):
+    full, parts = tmp_path / "full", tmp_path / "parts"
+    _search(smoke_supernet, cache_dir, full, f"search={strategy}", "search.generations=3")
+    _search(smoke_supernet, cache_dir, parts, f"search={strategy}", "search.generations=1")
+    _search(smoke_supernet, cache_dir, parts, f"search={strategy}", "search.generations=3", f"resume={parts}")
+    assert pd.read_csv(full / "history.csv").drop(columns="seconds").equals(pd.read_csv(parts / "history.csv").drop(columns="seconds"))
+    assert json.loads((full / "layout.json").read_text()) == json.loads((parts / "layout.json").read_text())
+
+
+def test_seed_layouts_enter_the_first_population(smoke_supernet, cache_dir, tmp_path):
+    sn = load_trained(smoke_supernet)
+    seed = Layout.uniform(sn.model, sn.space, A="vector", D="vector")
+    seed.save(tmp_path / "seed.json")
+    _search(smoke_supernet, cache_dir, tmp_path / "run", f"search.seed_layouts=[{tmp_path / 'seed.json'}]", "search.generations=1")
+    assert seed.hash in set(pd.read_csv(tmp_path / "run" / "history.csv")["layout_hash"])
+
+
+def test_bad_input(smoke_supernet, cache_dir, tmp_path):
+    with pytest.raises(BudgetError, match="infeasible"):
+        _search(smoke_supernet, cache_dir, tmp_path / "a", "search.min_params=1e9", "search.budget=2e9")
+    with pytest.raises(CheckpointError, match="is not a glora-train run dir"):
+        run_search(job_config("search", cache_dir, f"supernet={tmp_path / 'none'}"), tmp_path / "b")
+    with pytest.raises(JobError, match="supernet is not set"):
+        run_search(job_config("search", cache_dir), tmp_path / "c")
+    with pytest.raises(CheckpointError, match=r"was trained with space ranks \[8, 4\], but search.space='small'"):
+        _search(smoke_supernet, cache_dir, tmp_path / "d", "search.space=small")
+    other = Layout.sample(make_vit(depth=3), Space.preset("large"), seed=0)
+    other.save(tmp_path / "other.json")
+    with pytest.raises(LayoutError, match=r"search.seed_layouts: .*layout has layer .blocks.2.attn.qkv. that this model does not target"):
+        _search(smoke_supernet, cache_dir, tmp_path / "e", f"search.seed_layouts=[{tmp_path / 'other.json'}]")
+    _search(smoke_supernet, cache_dir, tmp_path / "f", "search.generations=1")
+    with pytest.raises(CheckpointError, match="belongs to another search"):
+        _search(smoke_supernet, cache_dir, tmp_path / "f", "search.budget=2000", f"resume={tmp_path / 'f'}")
+
+
+def test_budget_sweep_and_report(smoke_supernet, cache_dir, tmp_path):
+    proc = run_cli("glora-search", "--multirun", "experiment=smoke", f"paths.cache={cache_dir}", f"paths.runs={tmp_path}",
+                   f"supernet={smoke_supernet}", "search.budget=2e3,4e3", "search.generations=1", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (sweep,) = (tmp_path / "search" / "multirun").iterdir()
+    proc = run_cli("glora-sweep-report", str(sweep), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    table = pd.read_csv(sweep / "sweep.csv")
+    assert list(table["budget"]) == [2000, 4000] and (table["best_trainable_params"] <= table["budget"]).all()
+    assert (sweep / "sweep.png").is_file() and (sweep / "sweep.md").is_file()
