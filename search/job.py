@@ -25,7 +25,14 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from spaces import PRESETS, Layout, LayoutError, model_name, parse_option, write_json_atomic
+from spaces import (
+    PRESETS,
+    Layout,
+    LayoutError,
+    model_name,
+    parse_option,
+    write_json_atomic,
+)
 from supernet.checkpoint import atomic_write
 from supernet.engine import TrainerConfig, pick_device
 from supernet.errors import CheckpointError, JobError
@@ -35,8 +42,8 @@ from supernet.train import load_trained
 from . import evolution, optuna_search, random_search  # noqa: F401  (register the strategies)
 from .evaluator import Evaluator
 from .operators import Budget, LayoutOps
-from .report import markdown_table
 from .plots import pareto_front, plot_layout_heatmap, plot_pareto, plot_search_curve
+from .report import markdown_table
 from .strategy import Record, get_strategy, top_k
 
 log = logging.getLogger(__name__)
@@ -88,7 +95,7 @@ def run_search(cfg: SearchJobConfig, run_dir: Path) -> dict:
     template = Layout.sample(supernet.model, supernet.space, seed=0)
     ops = LayoutOps(template, Budget(int(s.budget), int(s.min_params)), s.max_tries)
     seeds = tuple(_seed_layers(path, supernet) for path in s.seed_layouts)
-    strategy = get_strategy(s.strategy, **_strategy_kwargs(s, seeds))
+    strategy = get_strategy(s.strategy, **asdict(s), seed_layers=seeds)
     evaluate = Evaluator(supernet, device)
     identity = {"supernet": str(Path(cfg.supernet).resolve()), "strategy": s.strategy, "budget": int(s.budget),
                 "min_params": int(s.min_params), "seed": s.seed, "space": supernet.space.to_dict()}
@@ -113,15 +120,6 @@ def run_search(cfg: SearchJobConfig, run_dir: Path) -> dict:
         _save_state(run_dir, identity, generation + 1, records)
 
     return _write_outputs(run_dir, cfg, records, ops, supernet, time.time() - started)
-
-
-def _strategy_kwargs(s: SearchConfig, seeds: tuple) -> dict:
-    common = {"population": s.population, "crossover": s.crossover, "mutation": s.mutation, "seed_layers": seeds}
-    if s.strategy == "evolution":
-        return {**common, "top_k": s.top_k, "mutation_prob": s.mutation_prob}
-    if s.strategy == "optuna":
-        return {**common, "seed": s.seed}
-    return common
 
 
 def _seed_layers(path: str, supernet) -> dict:

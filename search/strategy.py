@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Protocol
 
 from spaces import Choice
+from supernet.errors import JobError
 
 from .operators import LayoutOps
 
@@ -59,10 +60,12 @@ def register_strategy(name: str):
     return add
 
 
-def get_strategy(name: str, **kwargs) -> Strategy:
+def get_strategy(name: str, **settings) -> Strategy:
+    """The strategy registered as ``name``, given those ``settings`` it has fields for."""
     if name not in STRATEGIES:
-        raise ValueError(f"search.strategy={name!r} is unknown; strategies are {sorted(STRATEGIES)}")
-    return STRATEGIES[name](**kwargs)
+        raise JobError(f"search.strategy={name!r} is unknown; strategies are {sorted(STRATEGIES)}")
+    cls = STRATEGIES[name]
+    return cls(**{f.name: settings[f.name] for f in fields(cls) if f.name in settings})
 
 
 def top_k(records: list[Record], k: int) -> list[Record]:

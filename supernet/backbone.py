@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any, Optional
 
 import timm
-import torch
 from timm.data import resolve_data_config
 from timm.models import load_state_dict
 from torch import nn

@@ -6,7 +6,7 @@ import logging
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable
 
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
@@ -31,9 +31,6 @@ if not OmegaConf.has_resolver("first"):
 class PathsConfig:
     runs: str = "runs"  # every job's run dir lives under here
     cache: str = "runs/cache"  # the embedded backbone, pretrained once
-
-
-C = TypeVar("C")
 
 
 def run_job(job: Callable[[Any, Path], Any], cfg: DictConfig) -> Any:

@@ -23,10 +23,8 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from hydra.core.config_store import ConfigStore
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
-
-from omegaconf import OmegaConf
 
 from spaces import Space, SpaceConfig, write_json_atomic
 
