@@ -1,57 +1,108 @@
-"""`glora-pipeline`: until the full pipeline lands (issue #6), a one-minute demo of the core.
+"""`glora-pipeline`: the whole engine end to end, the main job.
 
-It wraps a small timm ViT with the ``large`` space, samples a layout, perturbs the
-support tensors as training would, merges, and checks that the merged plain timm model
-gives the same logits; the layout is saved as ``runs/demo/<time>/layout.json``.
+pretrain (cached) → supernet training → search → retrain → merge → export, for each task
+of ``pipeline.tasks`` and each budget of ``pipeline.budgets``; every stage's files sit in
+its own folder of the one run dir (``train-<task>/``, ``search-<task>-<budget>/``,
+``retrain-<task>-<budget>/``), and the final table lands in ``report.md``.
+
+    glora-pipeline                                           # embedded default, ≤ 5 min on 2 CPU cores
+    glora-pipeline pipeline.tasks=[count,texture] pipeline.budgets=[5e3,2e4]
+    glora-pipeline experiment=smoke
 """
 from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-import timm
-import torch
+import hydra
+import pandas as pd
+from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig
 
-from spaces import Layout, Space, write_json_atomic
-from supernet import merge, set_layout, support_parameters, wrap
+from spaces import SpaceConfig, write_json_atomic
+from supernet.backbone import ModelConfig, PretrainConfig
+from supernet.checkpoint import atomic_write
+from supernet.data import DataConfig
+from supernet.engine import OptimConfig, TrainerConfig
+from supernet.jobs import CONF_DIR, PathsConfig, run_job
+from supernet.retrain import RetrainConfig, RetrainJobConfig, retrain
+from supernet.train import TrainConfig, train
 
-log = logging.getLogger("glora.pipeline")
+from .job import SearchConfig, SearchJobConfig, run_search
+from .report import markdown_table
 
-
-def run_demo(out_dir: Path, seed: int = 0) -> dict:
-    torch.manual_seed(seed)
-    kwargs = dict(img_size=32, patch_size=4, embed_dim=96, depth=4, num_heads=3, num_classes=10)
-    model = timm.create_model("vit_tiny_patch16_224", pretrained=False, **kwargs).eval()
-    x = torch.randn(8, 3, 32, 32)
-    with torch.no_grad():
-        pretrained = model(x)
-    space = Space.preset("large")
-    wrap(model, space, seed=seed)
-    layout = set_layout(model, Layout.sample(model, space, seed=seed))
-    with torch.no_grad():
-        start_diff = (model(x) - pretrained).abs().max().item()
-        for p in support_parameters(model):
-            p.normal_(0.0, 0.02)
-        unmerged = model(x)
-        merged = merge(model)(x)
-    metrics = {
-        "layout_hash": layout.hash,
-        "trainable_params": layout.trainable_params,
-        "fresh_vs_pretrained_max_abs": start_diff,
-        "merged_vs_unmerged_max_abs": (merged - unmerged).abs().max().item(),
-        "merged_module": type(model.blocks[0].attn.qkv).__name__,
-    }
-    layout.save(out_dir / "layout.json")
-    write_json_atomic(out_dir / "metrics.json", metrics)
-    return metrics
+log = logging.getLogger(__name__)
 
 
-def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    out_dir = Path("runs") / "demo" / time.strftime("%Y-%m-%d_%H-%M-%S")
-    metrics = run_demo(out_dir)
-    log.info("GLoRA core demo (the full pipeline lands with issue #6)")
-    for key, value in metrics.items():
-        log.info("  %-30s %s", key, value)
-    log.info("wrote %s", out_dir)
+@dataclass
+class PipelineConfig:
+    tasks: list[str] = field(default_factory=lambda: ["count"])
+    budgets: list[float] = field(default_factory=lambda: [20000.0])
+
+
+@dataclass
+class PipelineJobConfig:
+    task_name: str = "pipeline"
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    space: SpaceConfig = field(default_factory=SpaceConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
+    retrain: RetrainConfig = field(default_factory=RetrainConfig)
+    paths: PathsConfig = field(default_factory=PathsConfig)
+
+
+def run_pipeline(cfg: PipelineJobConfig, run_dir: Path) -> pd.DataFrame:
+    rows = []
+    started = time.time()
+    for task in cfg.pipeline.tasks:
+        data = replace(cfg.data, task=task)
+        train_dir = run_dir / f"train-{task}"
+        log.info("== %s: supernet training -> %s", task, train_dir)
+        train(TrainConfig(model=cfg.model, pretrain=cfg.pretrain, data=data, space=cfg.space, optim=cfg.optim,
+                          trainer=cfg.trainer, paths=cfg.paths), train_dir)
+        for budget in cfg.pipeline.budgets:
+            tag = f"{task}-{int(budget)}"
+            log.info("== %s: search under %d params", task, int(budget))
+            found = run_search(SearchJobConfig(supernet=str(train_dir), search=replace(cfg.search, budget=budget),
+                                               trainer=cfg.trainer, paths=cfg.paths), run_dir / f"search-{tag}")
+            log.info("== %s: retrain, merge, export", tag)
+            done = retrain(RetrainJobConfig(layout=str(run_dir / f"search-{tag}" / "layout.json"), retrain=replace(cfg.retrain, budget=budget),
+                                            model=cfg.model, pretrain=cfg.pretrain, data=data, optim=cfg.optim,
+                                            trainer=cfg.trainer, paths=cfg.paths), run_dir / f"retrain-{tag}")
+            split = done["report_split"]
+            rows.append({
+                "task": task, "budget": int(budget), "trainable_params": done["trainable_params"],
+                "search_val_acc": found["best_val_acc"], f"{split}_acc_retrained": done[f"{split}_acc_unmerged"],
+                f"{split}_acc_merged": done[f"{split}_acc"], "merged_max_logit_diff": done["merged_max_logit_diff"],
+                "layout_hash": done["layout_hash"],
+            })
+    table = pd.DataFrame(rows)
+    seconds = time.time() - started
+    atomic_write(run_dir / "pipeline.csv", lambda tmp: table.to_csv(tmp, index=False))
+    write_json_atomic(run_dir / "metrics.json", {"rows": rows, "seconds": round(seconds, 1)})
+    plots = [f"![{name}]({d}/{name}.png)" for d in sorted(p.name for p in run_dir.glob("search-*")) for name in ("pareto", "layout_heatmap")]
+    report = "\n".join([
+        "# GLoRA pipeline", "",
+        f"Tasks {cfg.pipeline.tasks}, budgets {[int(b) for b in cfg.pipeline.budgets]}, {seconds:.0f} s in all. "
+        "`search_val_acc`: the best layout's val accuracy on the supernet; then the layout retrained from the "
+        "pretrained backbone, before and after merging into the plain timm model.", "",
+        markdown_table(table), "", *plots, "",
+    ])
+    atomic_write(run_dir / "report.md", lambda tmp: Path(tmp).write_text(report))
+    log.info("\n%s\n\nreport: %s (%.0f s)", table.drop(columns=["layout_hash"]).to_string(index=False), run_dir / "report.md", seconds)
+    return table
+
+
+ConfigStore.instance().store(name="pipeline_schema", node=PipelineJobConfig)
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="pipeline")
+def main(cfg: DictConfig) -> float:
+    table = run_job(run_pipeline, cfg)
+    return float(table.iloc[:, 5].mean())

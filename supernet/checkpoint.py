@@ -91,7 +91,9 @@ def load_state(path: Path) -> dict[str, Any]:
 WEIGHTS, STATE, PREVIOUS_STATE = "supernet.safetensors", "train_state.pt", "train_state.prev.pt"
 
 
-def save_checkpoint(run_dir: Path, model: nn.Module, identity: dict[str, Any], progress: dict[str, Any], state: dict[str, Any]) -> None:
+def save_checkpoint(
+    run_dir: Path, model: nn.Module, identity: dict[str, Any], progress: dict[str, Any], state: dict[str, Any], weights: str = WEIGHTS
+) -> None:
     """Write one epoch's checkpoint so that a kill at any instant leaves a resumable pair.
 
     The weights file is the commit point: its header carries ``progress`` (epoch, step,
@@ -101,12 +103,14 @@ def save_checkpoint(run_dir: Path, model: nn.Module, identity: dict[str, Any], p
     if (run_dir / STATE).is_file():
         os.replace(run_dir / STATE, run_dir / PREVIOUS_STATE)
     save_state(run_dir / STATE, {**state, "epoch": progress["epoch"]})
-    save_weights(run_dir / WEIGHTS, model, {**identity, "progress": progress})
+    save_weights(run_dir / weights, model, {**identity, "progress": progress})
 
 
-def load_checkpoint(run_dir: Path, model: nn.Module, identity: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+def load_checkpoint(
+    run_dir: Path, model: nn.Module, identity: dict[str, Any], weights: str = WEIGHTS
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """Weights into ``model`` (after checking ``identity``), and the matching resumable state."""
-    stored = load_weights(run_dir / WEIGHTS, model, identity)
+    stored = load_weights(run_dir / weights, model, identity)
     progress = stored.get("progress") or {}
     for name in (STATE, PREVIOUS_STATE):
         if (run_dir / name).is_file():

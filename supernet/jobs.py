@@ -9,13 +9,14 @@ from pathlib import Path
 from typing import Any, Callable
 
 from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from spaces import LayoutError, SpaceError
 
 from .errors import JobError
 
-__all__ = ["PathsConfig", "run_job", "CONF_DIR"]
+__all__ = ["PathsConfig", "run_job", "CONF_DIR", "ensure_writable", "CheckOutputDir"]
 
 log = logging.getLogger("glora")
 
@@ -42,3 +43,31 @@ def run_job(job: Callable[[Any, Path], Any], cfg: DictConfig) -> Any:
     except (JobError, LayoutError, SpaceError) as err:
         log.error("%s", err)
         sys.exit(1)
+
+
+def ensure_writable(folder: Path) -> None:
+    """Fail at start, not at export, when the output dir cannot be written."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / ".write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as err:
+        raise JobError(f"output dir {folder} is not writable ({err.strerror}); point paths.runs or hydra.run.dir elsewhere") from None
+
+
+class CheckOutputDir(Callback):
+    """Hydra callback (conf/hydra/default.yaml): check the run / sweep dir before Hydra
+    writes into it, so an unwritable one is one line, not a stack trace."""
+
+    def _check(self, folder: str) -> None:
+        try:
+            ensure_writable(Path(folder))
+        except JobError as err:
+            sys.exit(f"error: {err}")
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._check(config.hydra.run.dir)
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._check(config.hydra.sweep.dir)

@@ -59,49 +59,57 @@ def train(cfg: TrainConfig, run_dir: Path) -> dict:
     """Train (or resume) a supernet in ``run_dir``; returns the final metrics."""
     if cfg.resume and not (Path(cfg.resume) / WEIGHTS).is_file():
         raise CheckpointError(f"resume={cfg.resume!r} holds no {WEIGHTS}: nothing to resume from")
-    device = pick_device(cfg.trainer.device)
-    torch.manual_seed(cfg.trainer.seed)
-
-    # ---- model, data, space -----------------------------------------------------------
     space = cfg.space.build()
     model, spec = load_backbone(cfg.model, cfg.pretrain, cfg.paths.cache, num_classes=0)
     task = build_task(cfg.data, spec.preprocess)
+    torch.manual_seed(cfg.trainer.seed)  # after the backbone, which may have been pretrained just now
     model.reset_classifier(task.num_classes)
     wrap(model, space, seed=cfg.trainer.seed, modules_to_train=(classifier_name(model),))
-    model.to(device)
     identity = {"model": spec.name, "kwargs": spec.kwargs, "num_classes": task.num_classes, "space": space.to_dict()}
+    summary = {"identity": identity, "backbone": spec.to_dict(), "config": asdict(cfg)}
+    history = fit(model, task, cfg.optim, cfg.trainer, run_dir, identity, summary, title=f"supernet training: {task.name}")
+    metrics = {"epochs_done": len(history), "complete": len(history) >= cfg.trainer.epochs, **({k: v for k, v in history[-1].items() if "/" in k} if history else {})}
+    write_json_atomic(run_dir / "metrics.json", metrics)
+    return metrics
 
+
+def fit(
+    model: torch.nn.Module, task: TaskData, optim: OptimConfig, trainer: TrainerConfig, run_dir: Path,
+    identity: dict, summary: dict, splits: tuple[str, str] = ("train", "val"), weights: str = WEIGHTS, title: str = "",
+) -> list[dict]:
+    """The training loop shared by supernet training and retraining: train on ``splits[0]``,
+    evaluate on ``splits[1]`` every epoch, checkpoint every epoch into ``run_dir``
+    (resuming from it when a checkpoint is there). A layer in supernet mode draws its
+    layout from a generator seeded by (seed, step); a fixed layout ignores it."""
+    train_split, eval_split = splits
+    device = pick_device(trainer.device)
+    model.to(device)
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
-    steps_per_epoch = len(task.loader("train", train=True))
-    total_steps = cfg.trainer.epochs * steps_per_epoch
-    schedule = warmup_cosine(optimizer, int(cfg.optim.warmup_epochs * steps_per_epoch), total_steps, cfg.optim.min_lr_ratio)
+    optimizer = torch.optim.AdamW(params, lr=optim.lr, weight_decay=optim.weight_decay)
+    steps_per_epoch = len(task.loader(train_split, train=True))
+    schedule = warmup_cosine(optimizer, int(optim.warmup_epochs * steps_per_epoch), trainer.epochs * steps_per_epoch, optim.min_lr_ratio)
 
-    # ---- resume -------------------------------------------------------------------------
     epoch, step, history = 0, 0, []
-    if (run_dir / WEIGHTS).is_file():
-        progress, state = load_checkpoint(run_dir, model, identity)
+    if (run_dir / weights).is_file():
+        progress, state = load_checkpoint(run_dir, model, identity, weights)
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["torch_rng"])
         epoch, step, history = progress["epoch"], progress["step"], progress["history"]
         log.info("resuming %s from epoch %d (step %d)", run_dir, epoch, step)
 
-    # ---- loop ---------------------------------------------------------------------------
-    last_epoch = cfg.trainer.epochs
-    if cfg.trainer.stop_after_epochs is not None:
-        last_epoch = min(last_epoch, epoch + cfg.trainer.stop_after_epochs)
+    last_epoch = trainer.epochs if trainer.stop_after_epochs is None else min(trainer.epochs, epoch + trainer.stop_after_epochs)
     for epoch in range(epoch, last_epoch):
         start = time.time()
         model.train()
         loss_sum, correct, seen = 0.0, 0, 0
-        bar = tqdm(task.loader("train", train=True, seed=cfg.trainer.seed * 1000 + epoch), desc=f"epoch {epoch + 1}/{cfg.trainer.epochs}", unit="step", dynamic_ncols=True)
-        for images, labels in bar:
+        loader = task.loader(train_split, train=True, seed=trainer.seed * 1000 + epoch)
+        for images, labels in tqdm(loader, desc=f"epoch {epoch + 1}/{trainer.epochs}", unit="step", dynamic_ncols=True):
             images, labels = images.to(device), labels.to(device)
-            reseed(model, step_seed(cfg.trainer.seed, step))
+            reseed(model, step_seed(trainer.seed, step))
             with autocast(device):
                 logits = model(images)
-                loss = F.cross_entropy(logits.float(), labels, label_smoothing=cfg.trainer.label_smoothing)
+                loss = F.cross_entropy(logits.float(), labels, label_smoothing=trainer.label_smoothing)
             if not torch.isfinite(loss):
                 done = f"epoch {epoch}" if epoch else "none yet"
                 raise TrainingError(
@@ -116,34 +124,22 @@ def train(cfg: TrainConfig, run_dir: Path) -> dict:
             loss_sum += loss.item() * labels.numel()
             correct += (logits.argmax(-1) == labels).sum().item()
             seen += labels.numel()
-            bar.set_postfix(loss=f"{loss.item():.3f}")
         reseed(model, EVAL_SEED)
-        val = evaluate(model, task.loader("val"), device)
+        val = evaluate(model, task.loader(eval_split), device)
         history.append({
             "epoch": epoch + 1, "step": step, "train/loss": loss_sum / seen, "train/acc": correct / seen,
-            "val/loss": val["loss"], "val/acc": val["acc"], "lr": schedule.get_last_lr()[0],
+            f"{eval_split}/loss": val["loss"], f"{eval_split}/acc": val["acc"], "lr": schedule.get_last_lr()[0],
             "seconds": round(time.time() - start, 3),
         })
-        log.info("epoch %d: train loss %.4f acc %.3f | val (random subnets) acc %.3f", epoch + 1, history[-1]["train/loss"], history[-1]["train/acc"], val["acc"])
-        _checkpoint(run_dir, cfg, model, optimizer, schedule, identity, spec.to_dict(), epoch + 1, step, history)
-
-    metrics = {"epochs_done": len(history), "complete": len(history) >= cfg.trainer.epochs, **({k: v for k, v in history[-1].items() if "/" in k} if history else {})}
-    write_json_atomic(run_dir / "metrics.json", metrics)
-    return metrics
-
-
-def _checkpoint(run_dir, cfg, model, optimizer, schedule, identity, backbone, epoch, step, history) -> None:
-    """The crash-consistent checkpoint, then the files people read (JSON, CSV, plot)."""
-    progress = {"epoch": epoch, "step": step, "history": history}
-    state = {"optimizer": optimizer.state_dict(), "scheduler": schedule.state_dict(), "torch_rng": torch.get_rng_state()}
-    save_checkpoint(run_dir, model, identity, progress, state)
-    table = pd.DataFrame(history)
-    atomic_write(run_dir / "metrics.csv", lambda tmp: table.to_csv(tmp, index=False))
-    plot_curves(table, run_dir / "train_curves.png", f"supernet training: {cfg.data.task}")
-    write_json_atomic(run_dir / "train_state.json", {
-        **progress, "epochs": cfg.trainer.epochs, "seed": cfg.trainer.seed,
-        "identity": identity, "backbone": backbone, "config": asdict(cfg),
-    })
+        log.info("epoch %d: train loss %.4f acc %.3f | %s acc %.3f", epoch + 1, history[-1]["train/loss"], history[-1]["train/acc"], eval_split, val["acc"])
+        progress = {"epoch": epoch + 1, "step": step, "history": history}
+        state = {"optimizer": optimizer.state_dict(), "scheduler": schedule.state_dict(), "torch_rng": torch.get_rng_state()}
+        save_checkpoint(run_dir, model, identity, progress, state, weights)
+        table = pd.DataFrame(history)
+        atomic_write(run_dir / "metrics.csv", lambda tmp: table.to_csv(tmp, index=False))
+        plot_curves(table, run_dir / "train_curves.png", title)
+        write_json_atomic(run_dir / "train_state.json", {**progress, "epochs": trainer.epochs, "seed": trainer.seed, **summary})
+    return history
 
 
 @dataclass

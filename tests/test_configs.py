@@ -51,3 +51,16 @@ def test_search_config_groups(strategy):
     assert isinstance(cfg, SearchJobConfig) and cfg.search.strategy == strategy and cfg.search.population == 50
     smoke = _compose("search", f"search={strategy}", "experiment=smoke")
     assert smoke.search.population < 50 and smoke.search.strategy == strategy
+
+
+def test_retrain_and_pipeline_configs():
+    from search.pipeline import PipelineJobConfig
+    from supernet.retrain import RetrainJobConfig
+
+    retrain = _compose("retrain", "layout=x.json", "retrain.protocol=val")
+    assert isinstance(retrain, RetrainJobConfig) and retrain.retrain.protocol == "val"
+    pipeline = _compose("pipeline")
+    assert isinstance(pipeline, PipelineJobConfig) and pipeline.pipeline.tasks == ["count"]
+    assert pipeline.search.population == 20 and pipeline.search.generations == 8  # the pipeline's own, smaller search
+    smoke = _compose("pipeline", "experiment=smoke")
+    assert smoke.search.generations == 3 and smoke.trainer.epochs == 2 and smoke.pretrain.steps < 100

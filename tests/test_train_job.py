@@ -141,3 +141,10 @@ def test_smoke_pretrain_writes_the_backbone_and_train_reuses_it(tmp_path):
     assert (cached / "backbone.safetensors").read_bytes() == (run / "backbone.safetensors").read_bytes()
     proc = run_cli("glora-train", "experiment=smoke", f"paths.cache={cache}", f"paths.runs={tmp_path}", "trainer.epochs=1", cwd=tmp_path)
     assert proc.returncode == 0 and "pretraining it once" not in proc.stdout + proc.stderr
+
+
+def test_same_seed_same_weights_whether_the_backbone_was_cached_or_not(tmp_path, cache_dir):
+    warm, cold = tmp_path / "warm", tmp_path / "cold"
+    train(job_config("train", cache_dir, "trainer.epochs=1"), warm)  # session cache: backbone already there
+    train(job_config("train", tmp_path / "fresh-cache", "trainer.epochs=1"), cold)  # pretrains first, in-process
+    _assert_same_weights(warm, cold)

@@ -1,0 +1,92 @@
+"""glora-retrain: merged export equals the unmerged layout; a plain timm model loads it."""
+import json
+import subprocess
+import sys
+
+import pytest
+import timm
+import torch
+
+from conftest import job_config, make_vit, run_cli
+from search.job import run_search
+from spaces import Layout, LayoutError, Space
+from supernet import set_layout, wrap
+from supernet.checkpoint import load_weights
+from supernet.errors import JobError
+from supernet.retrain import retrain
+
+
+@pytest.fixture(scope="module")
+def layout_file(smoke_supernet, cache_dir, tmp_path_factory):
+    run = tmp_path_factory.mktemp("search")
+    run_search(job_config("search", cache_dir, f"supernet={smoke_supernet}", "search.budget=3000", "search.generations=1"), run)
+    return run / "layout.json"
+
+
+@pytest.fixture(scope="module")
+def exported(layout_file, cache_dir, tmp_path_factory):
+    run = tmp_path_factory.mktemp("retrain")
+    metrics = retrain(job_config("retrain", cache_dir, f"layout={layout_file}"), run)
+    return run, metrics
+
+
+def test_merged_export_equals_the_unmerged_layout(exported):
+    run, metrics = exported
+    assert metrics["merged_predictions_equal"] and metrics["merged_max_logit_diff"] <= 1e-4
+    assert metrics["test_acc"] == metrics["test_acc_unmerged"] and metrics["report_split"] == "test"
+    assert metrics["trainable_params"] <= 3000 and metrics["head_params"] > 0
+    for name in ("model.safetensors", "model.json", "metrics.json", "retrain.safetensors", "train_curves.png"):
+        assert (run / name).is_file(), name
+
+
+def test_plain_timm_loads_the_export_without_this_project(exported, tmp_path):
+    run, _ = exported
+    spec = json.loads((run / "model.json").read_text())
+    x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    torch.save(x, tmp_path / "x.pt")
+    code = f"""
+import json, sys, timm, torch
+from safetensors.torch import load_file
+spec = json.load(open({str(run / 'model.json')!r}))
+model = timm.create_model(spec["name"], pretrained=False, num_classes=spec["num_classes"], **spec["kwargs"]).eval()
+model.load_state_dict(load_file({str(run / 'model.safetensors')!r}), strict=True)
+assert not {{"spaces", "supernet", "search"}} & {{m.split(".")[0] for m in sys.modules}}
+overlay = timm.create_model(spec["name"], pretrained=True, num_classes=spec["num_classes"], **spec["kwargs"],
+                            pretrained_cfg_overlay=dict(file={str(run / 'model.safetensors')!r}, num_classes=spec["num_classes"])).eval()
+x = torch.load({str(tmp_path / 'x.pt')!r})
+with torch.no_grad():
+    assert torch.equal(model(x), overlay(x))
+    torch.save(model(x), {str(tmp_path / 'y.pt')!r})
+"""
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    # The same weights as the unmerged GLoRA layout, rebuilt from the retraining checkpoint.
+    layout = Layout.from_dict(spec["layout"])
+    model = timm.create_model(spec["name"], pretrained=False, num_classes=spec["num_classes"], **spec["kwargs"]).eval()
+    wrap(model, layout.space)
+    set_layout(model, layout)
+    load_weights(run / "retrain.safetensors", model, {"layout_hash": layout.hash})
+    with torch.no_grad():
+        assert (model(x) - torch.load(tmp_path / "y.pt")).abs().max().item() <= 1e-5
+
+
+def test_bad_input(layout_file, cache_dir, tmp_path):
+    other = Layout.sample(make_vit(depth=3), Space.preset("large"), seed=0)
+    other.save(tmp_path / "other.json")
+    with pytest.raises(LayoutError, match="that this model does not target"):
+        retrain(job_config("retrain", cache_dir, f"layout={tmp_path / 'other.json'}"), tmp_path / "a")
+    narrow = Layout.load(layout_file).to_dict()  # the same layers, claimed for a space that targets only qkv
+    narrow["space"]["targets"] = r".*attn\.qkv"
+    (tmp_path / "narrow.json").write_text(json.dumps(narrow))
+    with pytest.raises(LayoutError, match="layout has layer 'blocks.0.attn.proj' that this model does not target"):
+        retrain(job_config("retrain", cache_dir, f"layout={tmp_path / 'narrow.json'}"), tmp_path / "b")
+    with pytest.raises(JobError, match=r"above retrain.budget=10; search again under that budget"):
+        retrain(job_config("retrain", cache_dir, f"layout={layout_file}", "retrain.budget=10"), tmp_path / "c")
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(JobError, match="is not writable"):
+        retrain(job_config("retrain", cache_dir, f"layout={layout_file}"), blocker / "run")
+    proc = run_cli("glora-retrain", f"layout={layout_file}", f"hydra.run.dir={blocker / 'run'}", cwd=tmp_path)
+    assert proc.returncode == 1 and "is not writable" in proc.stderr and "Traceback" not in proc.stderr
+    with pytest.raises(JobError, match="layout is not set"):
+        retrain(job_config("retrain", cache_dir), tmp_path / "d")
