@@ -100,7 +100,7 @@ def run_search(cfg: SearchJobConfig, run_dir: Path) -> dict:
     identity = {"supernet": str(Path(cfg.supernet).resolve()), "strategy": s.strategy, "budget": int(s.budget),
                 "min_params": int(s.min_params), "seed": s.seed, "space": supernet.space.to_dict()}
 
-    records, start_gen = _resume(run_dir, identity, ops)
+    records, start_gen = _resume(run_dir, identity)
     seen = {r.hash: r for r in records}
     started = time.time()
     bar = tqdm(range(start_gen, s.generations), desc=f"search ({s.strategy})", unit="gen", initial=start_gen, total=s.generations, dynamic_ncols=True)
@@ -145,7 +145,7 @@ def _save_state(run_dir: Path, identity: dict, generations_done: int, records: l
     write_json_atomic(run_dir / STATE, {"identity": identity, "generations_done": generations_done, "records": rows})
 
 
-def _resume(run_dir: Path, identity: dict, ops: LayoutOps) -> tuple[list[Record], int]:
+def _resume(run_dir: Path, identity: dict) -> tuple[list[Record], int]:
     path = run_dir / STATE
     if not path.is_file():
         return [], 0

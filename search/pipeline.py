@@ -21,12 +21,9 @@ import pandas as pd
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig
 
-from spaces import SpaceConfig, write_json_atomic
-from supernet.backbone import ModelConfig, PretrainConfig
+from spaces import write_json_atomic
 from supernet.checkpoint import atomic_write
-from supernet.data import DataConfig
-from supernet.engine import OptimConfig, TrainerConfig
-from supernet.jobs import CONF_DIR, PathsConfig, run_job
+from supernet.jobs import CONF_DIR, run_job
 from supernet.retrain import RetrainConfig, RetrainJobConfig, retrain
 from supernet.train import TrainConfig, train
 
@@ -43,18 +40,13 @@ class PipelineConfig:
 
 
 @dataclass
-class PipelineJobConfig:
+class PipelineJobConfig(TrainConfig):
+    """Supernet training's sections, plus the search, the retraining and what to loop over."""
+
     task_name: str = "pipeline"
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    space: SpaceConfig = field(default_factory=SpaceConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    trainer: TrainerConfig = field(default_factory=TrainerConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
     retrain: RetrainConfig = field(default_factory=RetrainConfig)
-    paths: PathsConfig = field(default_factory=PathsConfig)
 
 
 def run_pipeline(cfg: PipelineJobConfig, run_dir: Path) -> pd.DataFrame:
