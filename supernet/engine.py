@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-__all__ = ["OptimConfig", "TrainerConfig", "pick_device", "autocast", "warmup_cosine", "evaluate", "step_seed"]
+__all__ = ["OptimConfig", "TrainerConfig", "pick_device", "autocast", "warmup_cosine", "evaluate", "predict", "step_seed"]
 
 
 @dataclass
@@ -66,17 +66,20 @@ def step_seed(run_seed: int, step: int) -> int:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader: DataLoader, device: torch.device) -> dict[str, float]:
-    """Accuracy and mean cross-entropy of ``model`` over ``loader``."""
+def predict(model: nn.Module, loader: DataLoader, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits (float32, on CPU) and labels of ``model`` over ``loader``, in eval mode."""
     was_training = model.training
     model.eval()
-    correct, loss_sum, count = 0, 0.0, 0
-    for images, labels in loader:
-        images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+    logits, labels = [], []
+    for images, y in loader:
         with autocast(device):
-            logits = model(images)
-        loss_sum += F.cross_entropy(logits.float(), labels, reduction="sum").item()
-        correct += (logits.argmax(-1) == labels).sum().item()
-        count += labels.numel()
+            logits.append(model(images.to(device, non_blocking=True)).float().cpu())
+        labels.append(y)
     model.train(was_training)
-    return {"acc": correct / max(count, 1), "loss": loss_sum / max(count, 1)}
+    return torch.cat(logits), torch.cat(labels)
+
+
+def evaluate(model: nn.Module, loader: DataLoader, device: torch.device) -> dict[str, float]:
+    """Accuracy and mean cross-entropy of ``model`` over ``loader``."""
+    logits, labels = predict(model, loader, device)
+    return {"acc": (logits.argmax(-1) == labels).float().mean().item(), "loss": F.cross_entropy(logits, labels).item()}

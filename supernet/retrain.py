@@ -21,18 +21,17 @@ import hydra
 import torch
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig
-from safetensors.torch import save_file
 
 from spaces import Layout, write_json_atomic
 
-from .backbone import ModelConfig, PretrainConfig, classifier_name, load_backbone
-from .checkpoint import atomic_write
-from .data import DataConfig, build_task
-from .engine import OptimConfig, TrainerConfig, autocast, pick_device
+from .backbone import ModelConfig, PretrainConfig
+from .checkpoint import save_weights
+from .data import DataConfig
+from .engine import OptimConfig, TrainerConfig, pick_device, predict
 from .errors import JobError
 from .jobs import CONF_DIR, PathsConfig, ensure_writable, run_job
-from .train import fit
-from .wrap import merge, set_layout, wrap
+from .train import fit, wrapped_backbone
+from .wrap import merge, set_layout
 
 log = logging.getLogger(__name__)
 
@@ -58,18 +57,6 @@ class RetrainJobConfig:
     paths: PathsConfig = field(default_factory=PathsConfig)
 
 
-@torch.no_grad()
-def predict(model: torch.nn.Module, loader, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits (float32, CPU) and labels over a loader."""
-    model.eval()
-    logits, labels = [], []
-    for images, y in loader:
-        with autocast(device):
-            logits.append(model(images.to(device)).float().cpu())
-        labels.append(y)
-    return torch.cat(logits), torch.cat(labels)
-
-
 def retrain(cfg: RetrainJobConfig, run_dir: Path) -> dict:
     """Retrain ``cfg.layout`` from the pretrained backbone, merge, check and export."""
     if cfg.retrain.protocol not in PROTOCOLS:
@@ -83,12 +70,7 @@ def retrain(cfg: RetrainJobConfig, run_dir: Path) -> dict:
             f"layout {cfg.layout} has {layout.trainable_params} trainable params, above retrain.budget={int(cfg.retrain.budget)}; "
             "search again under that budget or raise it"
         )
-    model, spec = load_backbone(cfg.model, cfg.pretrain, cfg.paths.cache, num_classes=0)
-    task = build_task(cfg.data, spec.preprocess)
-    torch.manual_seed(cfg.trainer.seed)  # after the backbone, which may have been pretrained just now
-    model.reset_classifier(task.num_classes)
-    head = classifier_name(model)
-    wrap(model, layout.space, seed=cfg.trainer.seed, modules_to_train=(head,))
+    model, spec, task = wrapped_backbone(cfg.model, cfg.pretrain, cfg.paths.cache, cfg.data, layout.space, cfg.trainer.seed)
     layout = set_layout(model, layout)  # one LayoutError for a layout of another model or space
     identity = {"model": spec.name, "kwargs": spec.kwargs, "num_classes": task.num_classes, "layout_hash": layout.hash}
     train_split, report_split = PROTOCOLS[cfg.retrain.protocol]
@@ -100,15 +82,14 @@ def retrain(cfg: RetrainJobConfig, run_dir: Path) -> dict:
     device = pick_device(cfg.trainer.device)
     loader = task.loader(report_split)
     unmerged, labels = predict(model, loader, device)
-    head_params = sum(p.numel() for p in model.get_submodule(head).parameters())
+    head_params = sum(p.numel() for p in model.get_classifier().parameters())
     merge(model)
     merged, _ = predict(model, loader, device)
     max_diff = (merged - unmerged).abs().max().item()
     same = bool(torch.equal(merged.argmax(-1), unmerged.argmax(-1)))
     if not same:
         log.warning("merged and unmerged predictions differ on %d images (max logit diff %.2e)", int((merged.argmax(-1) != unmerged.argmax(-1)).sum()), max_diff)
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    atomic_write(run_dir / "model.safetensors", lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
+    save_weights(run_dir / "model.safetensors", model, identity)
     write_json_atomic(run_dir / "model.json", {
         "name": spec.name, "kwargs": spec.kwargs, "num_classes": task.num_classes, "layout_hash": layout.hash,
         "preprocess": asdict(spec.preprocess), "layout": layout.to_dict(),

@@ -60,17 +60,28 @@ def train(cfg: TrainConfig, run_dir: Path) -> dict:
     if cfg.resume and not (Path(cfg.resume) / WEIGHTS).is_file():
         raise CheckpointError(f"resume={cfg.resume!r} holds no {WEIGHTS}: nothing to resume from")
     space = cfg.space.build()
-    model, spec = load_backbone(cfg.model, cfg.pretrain, cfg.paths.cache, num_classes=0)
-    task = build_task(cfg.data, spec.preprocess)
-    torch.manual_seed(cfg.trainer.seed)  # after the backbone, which may have been pretrained just now
-    model.reset_classifier(task.num_classes)
-    wrap(model, space, seed=cfg.trainer.seed, modules_to_train=(classifier_name(model),))
+    model, spec, task = wrapped_backbone(cfg.model, cfg.pretrain, cfg.paths.cache, cfg.data, space, cfg.trainer.seed)
     identity = {"model": spec.name, "kwargs": spec.kwargs, "num_classes": task.num_classes, "space": space.to_dict()}
     summary = {"identity": identity, "backbone": spec.to_dict(), "config": asdict(cfg)}
     history = fit(model, task, cfg.optim, cfg.trainer, run_dir, identity, summary, title=f"supernet training: {task.name}")
     metrics = {"epochs_done": len(history), "complete": len(history) >= cfg.trainer.epochs, **({k: v for k, v in history[-1].items() if "/" in k} if history else {})}
     write_json_atomic(run_dir / "metrics.json", metrics)
     return metrics
+
+
+def wrapped_backbone(
+    model_cfg: ModelConfig, pretrain: PretrainConfig, cache: str, data: DataConfig, space: Space, seed: int
+) -> tuple[torch.nn.Module, BackboneSpec, TaskData]:
+    """The pretrained backbone with a fresh head for the task, GLoRA on ``space``'s layers,
+    head trainable. The head and support tensors draw from ``seed``, set only once the
+    backbone is ready (it may just have been pretrained in this process), so cached and
+    cold runs agree."""
+    model, spec = load_backbone(model_cfg, pretrain, cache, num_classes=0)
+    task = build_task(data, spec.preprocess)
+    torch.manual_seed(seed)
+    model.reset_classifier(task.num_classes)
+    wrap(model, space, seed=seed, modules_to_train=(classifier_name(model),))
+    return model, spec, task
 
 
 def fit(
