@@ -33,6 +33,7 @@ from spaces import (
     parse_option,
     write_json_atomic,
 )
+from supernet import distributed
 from supernet.checkpoint import atomic_write
 from supernet.engine import TrainerConfig, pick_device
 from supernet.errors import CheckpointError, JobError
@@ -103,23 +104,41 @@ def run_search(cfg: SearchJobConfig, run_dir: Path) -> dict:
     records, start_gen = _resume(run_dir, identity)
     seen = {r.hash: r for r in records}
     started = time.time()
-    bar = tqdm(range(start_gen, s.generations), desc=f"search ({s.strategy})", unit="gen", initial=start_gen, total=s.generations, dynamic_ncols=True)
+    bar = tqdm(range(start_gen, s.generations), desc=f"search ({s.strategy})", unit="gen", initial=start_gen, total=s.generations, dynamic_ncols=True,
+               disable=not distributed.is_main())
     for generation in bar:
         rng = random.Random(s.seed * 100_003 + generation)
+        fresh: dict[str, Layout] = {}  # never evaluate a layout twice
         for layers in strategy.propose(generation, records, ops, rng):
             layout = ops.layout(layers)
-            if layout.hash in seen:  # never evaluate a layout twice
-                continue
-            tick = time.time()
-            acc = evaluate(layout)
-            record = Record(generation, layout.hash, layers, layout.trainable_params, acc, round(time.time() - tick, 4))
+            if layout.hash not in seen and layout.hash not in fresh:
+                fresh[layout.hash] = layout
+        for layout, (acc, seconds) in zip(fresh.values(), _evaluate_split(evaluate, list(fresh.values()))):
+            record = Record(generation, layout.hash, layout.layers, layout.trainable_params, acc, seconds)
             records.append(record)
             seen[record.hash] = record
         best = top_k(records, 1)[0]
         bar.set_postfix(best=f"{best.val_acc:.3f}", params=best.params, evals=len(records))
-        _save_state(run_dir, identity, generation + 1, records)
+        if distributed.is_main():
+            _save_state(run_dir, identity, generation + 1, records)
 
+    if not distributed.is_main():  # every rank holds the same history; rank 0 writes it
+        best = top_k(records, 1)[0]
+        return {"best_val_acc": best.val_acc, "best_trainable_params": best.params, "best_layout_hash": best.hash, "evaluations": len(records)}
     return _write_outputs(run_dir, cfg, records, ops, supernet, time.time() - started)
+
+
+def _evaluate_split(evaluate: Evaluator, layouts: list[Layout]) -> list[tuple[float, float]]:
+    """(val acc, seconds) of every layout, in order. Under torchrun rank r scores layouts
+    r, r + N, ... and the scores are gathered, so every rank ends with the same list and the
+    search does not depend on the number of processes."""
+    rank, world = distributed.rank(), distributed.world_size()
+    mine = []
+    for layout in layouts[rank::world]:
+        tick = time.time()
+        mine.append((evaluate(layout), round(time.time() - tick, 4)))
+    gathered = distributed.gather_lists(mine)
+    return [gathered[i % world][i // world] for i in range(len(layouts))]
 
 
 def _seed_layers(path: str, supernet) -> dict:
@@ -201,5 +220,8 @@ ConfigStore.instance().store(name="search_schema", node=SearchJobConfig)
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="search")
-def main(cfg: DictConfig) -> float:
+def hydra_main(cfg: DictConfig) -> float:
     return run_job(run_search, cfg)["best_val_acc"]
+
+
+main = distributed.entry_point(hydra_main)  # the console script: torchrun-aware

@@ -14,6 +14,7 @@ from timm.data import resolve_data_config
 from timm.models import load_state_dict
 from torch import nn
 
+from . import distributed
 from .data import Preprocess
 from .errors import CheckpointError
 
@@ -126,11 +127,12 @@ def load_backbone(cfg: ModelConfig, pretrain: PretrainConfig, cache_root: str | 
     """The pretrained backbone with a fresh ``num_classes`` head, and how it was made."""
     if cfg.name == "embedded":
         folder = embedded_cache_dir(pretrain, cache_root)
-        if not (folder / "backbone.json").is_file():
+        if distributed.is_main() and not (folder / "backbone.json").is_file():
             from .pretrain import pretrain_backbone  # a stage upstream of this one
 
             log.info("no cached embedded backbone in %s: pretraining it once", folder)
             pretrain_backbone(pretrain, folder)
+        distributed.barrier()  # under torchrun the other ranks wait for rank 0's cache
         spec = BackboneSpec.from_dict(json.loads((folder / "backbone.json").read_text()))
         model = build_model(spec, num_classes)
         _load_weights(model, folder / "backbone.safetensors", "cached embedded backbone")

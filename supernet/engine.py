@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-__all__ = ["OptimConfig", "TrainerConfig", "pick_device", "autocast", "warmup_cosine", "evaluate", "predict", "step_seed"]
+__all__ = ["OptimConfig", "TrainerConfig", "autocast", "evaluate", "pick_device", "predict", "step_seed", "warmup_cosine"]
 
 
 @dataclass
@@ -36,9 +36,13 @@ class TrainerConfig:
 
 
 def pick_device(name: str = "auto") -> torch.device:
+    """``auto``: CUDA when present (this process's GPU under torchrun), else CPU."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(name)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())  # set per rank by distributed.setup
+    return device
 
 
 def autocast(device: torch.device) -> contextlib.AbstractContextManager:

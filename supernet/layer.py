@@ -18,7 +18,9 @@ from torch import Tensor, nn
 
 from spaces import TENSORS, Choice, Option
 
-__all__ = ["GLoRALinear", "ChoiceSampler"]
+from .functional import lora_a_linear, scaled_linear
+
+__all__ = ["ChoiceSampler", "GLoRALinear"]
 
 _NONE = Option("none")
 
@@ -144,6 +146,16 @@ class GLoRALinear(nn.Module):
             weight = weight + self._scale(self.Bd, self.Bu, b).expand_as(weight)
         return weight, self._bias(choice)
 
+    def _b_factors(self, b: Option) -> tuple[Tensor | None, Tensor | None]:
+        """B as (down, up) for ``lora_a_linear``: LoRA factors, an out×1 column, a 0-d constant."""
+        if b.kind == "lora":
+            return self.Bd[:, : b.rank], self.Bu[: b.rank]
+        if b.kind == "vector":
+            return self.Bd[:, :1], None
+        if b.kind == "constant":
+            return self.Bd[0, 0], None
+        return None, None
+
     def _fixed(self, what: str) -> Choice:
         if self.choice is None:
             raise RuntimeError(f"{what} needs a fixed layout: call set_layout(model, layout) first")
@@ -163,15 +175,13 @@ class GLoRALinear(nn.Module):
     def forward_choice(self, x: Tensor, choice: Choice) -> Tensor:
         a, b = choice[0], choice[1]
         bias = self._bias(choice)
-        if a.kind == "lora":  # W0 ⊙ A is unavoidable: build W once, fold B into it.
-            weight, _ = self.merged_weight_and_bias(choice)
-            return F.linear(x, weight, bias)
+        if a.kind == "lora":  # W0 ⊙ A is unavoidable: build W once, fold B into it (functional.py)
+            b_down, b_up = self._b_factors(b)
+            return lora_a_linear(x, self.weight, self.Ad[:, : a.rank], self.Au[: a.rank], b_down, b_up, bias)
         if a.kind == "none":
             y = F.linear(x, self.weight, bias)
-        else:  # vector / constant A scale the base output: x (W0 ⊙ A)ᵀ = (x W0ᵀ) ⊙ a
-            scale = self.Ad[:, 0] if a.kind == "vector" else self.Ad[0, 0]
-            y = F.linear(x, self.weight)
-            y = y + y * scale if bias is None else torch.addcmul(y + bias, y, scale)
+        else:  # vector / constant A scale the base output: x (W0 + W0 ⊙ A)ᵀ = (x W0ᵀ) ⊙ (1 + a)
+            y = scaled_linear(x, self.weight, self.Ad[:, 0] if a.kind == "vector" else self.Ad[0, 0], bias)
         if b.kind == "lora":
             y = y + F.linear(F.linear(x, self.Bu[: b.rank]), self.Bd[:, : b.rank])
         elif b.kind != "none":  # x (b 1ᵀ)ᵀ = (Σ_in x) b

@@ -24,6 +24,7 @@ from omegaconf import DictConfig
 
 from spaces import Layout, write_json_atomic
 
+from . import distributed
 from .backbone import ModelConfig, PretrainConfig
 from .checkpoint import save_weights
 from .data import DataConfig
@@ -89,11 +90,6 @@ def retrain(cfg: RetrainJobConfig, run_dir: Path) -> dict:
     same = bool(torch.equal(merged.argmax(-1), unmerged.argmax(-1)))
     if not same:
         log.warning("merged and unmerged predictions differ on %d images (max logit diff %.2e)", int((merged.argmax(-1) != unmerged.argmax(-1)).sum()), max_diff)
-    save_weights(run_dir / "model.safetensors", model, identity)
-    write_json_atomic(run_dir / "model.json", {
-        "name": spec.name, "kwargs": spec.kwargs, "num_classes": task.num_classes, "layout_hash": layout.hash,
-        "preprocess": asdict(spec.preprocess), "layout": layout.to_dict(),
-    })
     metrics = {
         "task": task.name, "protocol": cfg.retrain.protocol, "report_split": report_split,
         f"{report_split}_acc": (merged.argmax(-1) == labels).float().mean().item(),
@@ -101,6 +97,13 @@ def retrain(cfg: RetrainJobConfig, run_dir: Path) -> dict:
         "merged_predictions_equal": same, "merged_max_logit_diff": max_diff,
         "trainable_params": layout.trainable_params, "head_params": head_params, "layout_hash": layout.hash,
     }
+    if not distributed.is_main():  # every rank holds the same model; rank 0 exports it
+        return metrics
+    save_weights(run_dir / "model.safetensors", model, identity)
+    write_json_atomic(run_dir / "model.json", {
+        "name": spec.name, "kwargs": spec.kwargs, "num_classes": task.num_classes, "layout_hash": layout.hash,
+        "preprocess": asdict(spec.preprocess), "layout": layout.to_dict(),
+    })
     write_json_atomic(run_dir / "metrics.json", metrics)
     log.info("%s acc %.4f (merged) / %.4f (unmerged), max logit diff %.2e; exported %s", report_split,
              metrics[f"{report_split}_acc"], metrics[f"{report_split}_acc_unmerged"], max_diff, run_dir / "model.safetensors")
@@ -111,6 +114,9 @@ ConfigStore.instance().store(name="retrain_schema", node=RetrainJobConfig)
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="retrain")
-def main(cfg: DictConfig) -> float:
+def hydra_main(cfg: DictConfig) -> float:
     metrics = run_job(retrain, cfg)
     return metrics[f"{metrics['report_split']}_acc"]
+
+
+main = distributed.entry_point(hydra_main)  # the console script: torchrun-aware

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,6 +29,7 @@ from tqdm import tqdm
 
 from spaces import Space, SpaceConfig, write_json_atomic
 
+from . import distributed
 from .backbone import BackboneSpec, ModelConfig, PretrainConfig, build_model, classifier_name, load_backbone
 from .checkpoint import WEIGHTS, atomic_write, load_checkpoint, load_weights, save_checkpoint
 from .data import DataConfig, TaskData, build_task
@@ -35,7 +37,7 @@ from .engine import OptimConfig, TrainerConfig, autocast, evaluate, pick_device,
 from .errors import CheckpointError, TrainingError
 from .jobs import CONF_DIR, PathsConfig, run_job
 from .plots import plot_curves
-from .wrap import reseed, wrap
+from .wrap import is_wrapped, reseed, wrap
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +67,8 @@ def train(cfg: TrainConfig, run_dir: Path) -> dict:
     summary = {"identity": identity, "backbone": spec.to_dict(), "config": asdict(cfg)}
     history = fit(model, task, cfg.optim, cfg.trainer, run_dir, identity, summary, title=f"supernet training: {task.name}")
     metrics = {"epochs_done": len(history), "complete": len(history) >= cfg.trainer.epochs, **({k: v for k, v in history[-1].items() if "/" in k} if history else {})}
-    write_json_atomic(run_dir / "metrics.json", metrics)
+    if distributed.is_main():
+        write_json_atomic(run_dir / "metrics.json", metrics)
     return metrics
 
 
@@ -91,13 +94,16 @@ def fit(
     """The training loop shared by supernet training and retraining: train on ``splits[0]``,
     evaluate on ``splits[1]`` every epoch, checkpoint every epoch into ``run_dir``
     (resuming from it when a checkpoint is there). A layer in supernet mode draws its
-    layout from a generator seeded by (seed, step); a fixed layout ignores it."""
+    layout from a generator seeded by (seed, step); a fixed layout ignores it, and so does a
+    model without GLoRA (the benchmarks' baselines train through this loop too)."""
     train_split, eval_split = splits
     device = pick_device(trainer.device)
     model.to(device)
     params = [p for p in model.parameters() if p.requires_grad]
+    supernet = is_wrapped(model)
     optimizer = torch.optim.AdamW(params, lr=optim.lr, weight_decay=optim.weight_decay)
-    steps_per_epoch = len(task.loader(train_split, train=True))
+    rank, world = distributed.rank(), distributed.world_size()
+    steps_per_epoch = len(task.loader(train_split, train=True, rank=rank, world=world))
     schedule = warmup_cosine(optimizer, int(optim.warmup_epochs * steps_per_epoch), trainer.epochs * steps_per_epoch, optim.min_lr_ratio)
 
     epoch, step, history = 0, 0, []
@@ -114,28 +120,34 @@ def fit(
         start = time.time()
         model.train()
         loss_sum, correct, seen = 0.0, 0, 0
-        loader = task.loader(train_split, train=True, seed=trainer.seed * 1000 + epoch)
-        for images, labels in tqdm(loader, desc=f"epoch {epoch + 1}/{trainer.epochs}", unit="step", dynamic_ncols=True):
+        loader = task.loader(train_split, train=True, seed=trainer.seed * 1000 + epoch, rank=rank, world=world)
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{trainer.epochs}", unit="step", dynamic_ncols=True, disable=not distributed.is_main())
+        for images, labels in bar:
             images, labels = images.to(device), labels.to(device)
-            reseed(model, step_seed(trainer.seed, step))
+            if supernet:
+                reseed(model, step_seed(trainer.seed, step))
             with autocast(device):
                 logits = model(images)
                 loss = F.cross_entropy(logits.float(), labels, label_smoothing=trainer.label_smoothing)
-            if not torch.isfinite(loss):
+            mean_loss = distributed.all_reduce_sum([loss.item()])[0] / world  # every rank stops together
+            if not math.isfinite(mean_loss):
                 done = f"epoch {epoch}" if epoch else "none yet"
                 raise TrainingError(
-                    f"loss is {loss.item()} at step {step} (epoch {epoch + 1}); training stopped. "
+                    f"loss is {mean_loss} at step {step} (epoch {epoch + 1}); training stopped. "
                     f"The last good checkpoint ({done}) is kept in {run_dir}; lower optim.lr or check the data"
                 )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            distributed.average_gradients(params)  # N ranks x batch b == one process x batch N*b
             optimizer.step()
             schedule.step()
             step += 1
             loss_sum += loss.item() * labels.numel()
             correct += (logits.argmax(-1) == labels).sum().item()
             seen += labels.numel()
-        reseed(model, EVAL_SEED)
+        loss_sum, correct, seen = distributed.all_reduce_sum([loss_sum, correct, seen])
+        if supernet:
+            reseed(model, EVAL_SEED)
         val = evaluate(model, task.loader(eval_split), device)
         history.append({
             "epoch": epoch + 1, "step": step, "train/loss": loss_sum / seen, "train/acc": correct / seen,
@@ -144,6 +156,8 @@ def fit(
         })
         log.info("epoch %d: train loss %.4f acc %.3f | %s acc %.3f", epoch + 1, history[-1]["train/loss"], history[-1]["train/acc"], eval_split, val["acc"])
         progress = {"epoch": epoch + 1, "step": step, "history": history}
+        if not distributed.is_main():  # rank 0 alone writes the run dir
+            continue
         state = {"optimizer": optimizer.state_dict(), "scheduler": schedule.state_dict(), "torch_rng": torch.get_rng_state()}
         save_checkpoint(run_dir, model, identity, progress, state, weights)
         table = pd.DataFrame(history)
@@ -193,6 +207,9 @@ ConfigStore.instance().store(name="train_schema", node=TrainConfig)
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
-def main(cfg: DictConfig) -> float:
+def hydra_main(cfg: DictConfig) -> float:
     metrics = run_job(train, cfg)
     return metrics.get("val/acc", 0.0)
+
+
+main = distributed.entry_point(hydra_main)  # the console script: torchrun-aware

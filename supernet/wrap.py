@@ -6,7 +6,7 @@ Mirrors PEFT's tuner model: ``wrap`` injects layers, ``set_layout`` chooses thei
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 from torch import nn
@@ -15,12 +15,16 @@ from spaces import Layout, LayoutError, Space, model_name
 
 from .layer import ChoiceSampler, GLoRALinear
 
-__all__ = ["wrap", "set_layout", "merge", "merged_inference", "reseed", "glora_layers", "space_of", "support_parameters"]
+__all__ = ["glora_layers", "is_wrapped", "merge", "merged_inference", "reseed", "set_layout", "space_of", "support_parameters", "wrap"]
 
 
 def glora_layers(model: nn.Module) -> dict[str, GLoRALinear]:
     """Every GLoRA layer of ``model`` by its module name, in module order."""
     return {name: m for name, m in model.named_modules() if isinstance(m, GLoRALinear)}
+
+
+def is_wrapped(model: nn.Module) -> bool:
+    return getattr(model, "_glora_space", None) is not None
 
 
 def space_of(model: nn.Module) -> Space:

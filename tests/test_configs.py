@@ -64,3 +64,17 @@ def test_retrain_and_pipeline_configs():
     assert pipeline.search.population == 20 and pipeline.search.generations == 8  # the pipeline's own, smaller search
     smoke = _compose("pipeline", "experiment=smoke")
     assert smoke.search.generations == 3 and smoke.trainer.epochs == 2 and smoke.pretrain.steps < 100
+
+
+@pytest.mark.parametrize("launcher, target", [("joblib", "JoblibLauncher"), ("slurm", "SlurmLauncher")])
+def test_sweep_launchers_compose(launcher, target):
+    """The launchers a sweep can name: joblib (installed with the package) and the shipped
+    SLURM config on top of hydra-submitit-launcher."""
+    pytest.importorskip(f"hydra_plugins.hydra_{'submitit' if launcher == 'slurm' else 'joblib'}_launcher")
+    import search.job  # noqa: F401  (registers the search schema)
+
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("search", overrides=[f"hydra/launcher={launcher}"], return_hydra_config=True)
+    assert cfg.hydra.launcher._target_.endswith(target)
+    if launcher == "slurm":
+        assert cfg.hydra.launcher.gpus_per_node == 1 and cfg.hydra.launcher.tasks_per_node == 1

@@ -75,6 +75,7 @@ def test_forward_builds_the_weight_only_for_lora_a(monkeypatch):
         raise AssertionError("built the out×in weight")
 
     monkeypatch.setattr(layer, "merged_weight_and_bias", forbidden)
+    monkeypatch.setattr("supernet.layer.lora_a_linear", forbidden)
     for choice in itertools.product(*layer.choices):
         if choice[0].kind == "lora":
             with pytest.raises(AssertionError, match="built the out×in weight"):
@@ -83,6 +84,32 @@ def test_forward_builds_the_weight_only_for_lora_a(monkeypatch):
             y = layer.forward_choice(x, choice)
             if y.requires_grad:
                 y.sum().backward()
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_gradients_of_every_choice_equal_autograd_through_the_merged_weight(bias):
+    """The custom backwards (functional.py: LoRA-A from one weight gradient, vector /
+    constant A without tokens×out temporaries) against plain autograd through
+    ``merged_weight_and_bias``, for every choice, in float64."""
+    torch.manual_seed(0)
+    space = Space.preset("large")
+    base = nn.Linear(IN, OUT, bias=bias).double()
+    layer = GLoRALinear(base, space.choices(LayerShape(OUT, IN, bias)), space.max_rank)
+    with torch.no_grad():
+        for p in layer.support_parameters():
+            p.normal_(0.0, 0.5)
+    x = torch.randn(2, 3, IN, dtype=torch.float64, requires_grad=True)
+    g = torch.randn(2, 3, OUT, dtype=torch.float64)
+    params = [x, *layer.support_parameters()]
+    checked = 0
+    for choice in itertools.product(*layer.choices):
+        fused = torch.autograd.grad((layer.forward_choice(x, choice) * g).sum(), params, allow_unused=True, materialize_grads=True)
+        weight, b = layer.merged_weight_and_bias(choice)
+        plain = torch.autograd.grad((torch.nn.functional.linear(x, weight, b) * g).sum(), params, allow_unused=True, materialize_grads=True)
+        for got, want in zip(fused, plain):
+            assert torch.allclose(got, want, rtol=1e-10, atol=1e-12), [str(o) for o in choice]
+        checked += 1
+    assert checked == (5 * 5 * 4 * 3 * 3 if bias else 25)
 
 
 def test_supernet_mode_draws_a_seeded_choice_per_forward():

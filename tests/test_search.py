@@ -98,11 +98,13 @@ def test_bad_input(smoke_supernet, cache_dir, tmp_path):
         _search(smoke_supernet, cache_dir, tmp_path / "f", "search.budget=2000", f"resume={tmp_path / 'f'}")
 
 
-def test_budget_sweep_and_report(smoke_supernet, cache_dir, tmp_path):
-    proc = run_cli("glora-search", "--multirun", "experiment=smoke", f"paths.cache={cache_dir}", f"paths.runs={tmp_path}",
+@pytest.mark.parametrize("launcher", [[], ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]], ids=["basic", "joblib"])
+def test_budget_sweep_and_report(smoke_supernet, cache_dir, tmp_path, launcher):
+    proc = run_cli("glora-search", "--multirun", *launcher, "experiment=smoke", f"paths.cache={cache_dir}", f"paths.runs={tmp_path}",
                    f"supernet={smoke_supernet}", "search.budget=2e3,4e3", "search.generations=1", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     (sweep,) = (tmp_path / "search" / "multirun").iterdir()
+    assert sorted(p.name for p in sweep.iterdir() if (p / "layout.json").is_file()) == ["0", "1"]  # one run dir per budget
     proc = run_cli("glora-sweep-report", str(sweep), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     table = pd.read_csv(sweep / "sweep.csv")

@@ -8,14 +8,20 @@ from typing import Optional
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import ConcatDataset, DataLoader, Dataset, TensorDataset
+from torch.utils.data import (
+    ConcatDataset,
+    DataLoader,
+    Dataset,
+    DistributedSampler,
+    TensorDataset,
+)
 from torchvision import transforms
 
 from ..errors import DataError
 from .embedded import SOURCE_TASK, TARGET_TASKS, TASKS, make_task
 from .folders import FileListDataset, imagefolder_split, vtab1k_split
 
-__all__ = ["DataConfig", "Preprocess", "TaskData", "build_task", "SPLITS", "TARGET_TASKS", "SOURCE_TASK"]
+__all__ = ["SOURCE_TASK", "SPLITS", "TARGET_TASKS", "DataConfig", "Preprocess", "TaskData", "build_task"]
 
 SPLITS = ("train", "val", "trainval", "test")
 
@@ -50,18 +56,21 @@ class TaskData:
     splits: dict[str, Dataset]
     cfg: DataConfig
 
-    def loader(self, split: str, train: bool = False, seed: int = 0, sampler=None) -> DataLoader:
-        """A loader over ``split``; training loaders shuffle from a generator seeded by ``seed``."""
-        shuffle = train and sampler is None
-        return DataLoader(
-            self.splits[split],
-            batch_size=self.cfg.batch_size if train else self.cfg.eval_batch_size,
-            shuffle=shuffle,
-            sampler=sampler,
-            drop_last=False,
-            num_workers=self.cfg.num_workers,
-            generator=torch.Generator().manual_seed(seed) if shuffle else None,
-        )
+    def loader(self, split: str, train: bool = False, seed: int = 0, rank: int = 0, world: int = 1) -> DataLoader:
+        """A loader over ``split``. Training loaders shuffle by a permutation seeded by
+        ``seed`` and give rank ``rank`` of ``world`` every world-th sample of each global
+        batch of ``data.batch_size`` (the same permutation and global batches at any world
+        size; ``world=1`` is the whole batch)."""
+        if not train:
+            return DataLoader(self.splits[split], batch_size=self.cfg.eval_batch_size, shuffle=False, num_workers=self.cfg.num_workers)
+        if self.cfg.batch_size % world:
+            raise DataError(
+                f"data.batch_size={self.cfg.batch_size} (the global batch) is not divisible by the world size {world}; "
+                f"use a multiple of {world} or another --nproc_per_node"
+            )
+        sampler = DistributedSampler(self.splits[split], num_replicas=world, rank=rank, shuffle=True, seed=seed, drop_last=False)
+        return DataLoader(self.splits[split], batch_size=self.cfg.batch_size // world, sampler=sampler, drop_last=False,
+                          num_workers=self.cfg.num_workers)
 
 
 def _embedded(cfg: DataConfig, pre: Preprocess, sizes: dict[str, int] | None = None) -> tuple[dict[str, Dataset], int]:
