@@ -133,7 +133,8 @@ def average_gradients(params: Sequence[torch.nn.Parameter]) -> None:
 
 
 def all_reduce_sum(values: Sequence[float], device: torch.device | str = "cpu") -> list[float]:
-    """Element-wise sum over ranks of a few numbers (epoch loss sums, counts)."""
+    """Element-wise sum over ranks of a few numbers (epoch loss sums, counts); ``device`` is
+    the ranks' device (nccl reduces CUDA tensors only)."""
     if world_size() == 1:
         return list(values)
     buffer = torch.tensor(list(values), dtype=torch.float64, device=device)

@@ -129,7 +129,7 @@ def fit(
             with autocast(device):
                 logits = model(images)
                 loss = F.cross_entropy(logits.float(), labels, label_smoothing=trainer.label_smoothing)
-            mean_loss = distributed.all_reduce_sum([loss.item()])[0] / world  # every rank stops together
+            mean_loss = distributed.all_reduce_sum([loss.item()], device)[0] / world  # every rank stops together
             if not math.isfinite(mean_loss):
                 done = f"epoch {epoch}" if epoch else "none yet"
                 raise TrainingError(
@@ -145,7 +145,7 @@ def fit(
             loss_sum += loss.item() * labels.numel()
             correct += (logits.argmax(-1) == labels).sum().item()
             seen += labels.numel()
-        loss_sum, correct, seen = distributed.all_reduce_sum([loss_sum, correct, seen])
+        loss_sum, correct, seen = distributed.all_reduce_sum([loss_sum, correct, seen], device)
         if supernet:
             reseed(model, EVAL_SEED)
         val = evaluate(model, task.loader(eval_split), device)

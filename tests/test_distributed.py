@@ -14,13 +14,24 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import BIN, make_vit
+from conftest import BIN, job_config, make_vit
 from spaces import Layout, Space
 from supernet import reseed, set_layout, support_parameters, wrap
 from supernet.train import load_trained
 from supernet.distributed import average_gradients
 
 TORCHRUN = BIN / "torchrun"
+
+
+@pytest.fixture(autouse=True)
+def cached_backbone(cache_dir):
+    """The session's smoke backbone, pretrained in-process if no earlier test did: the
+    one-thread reference runs below must not be the ones that create it (other tests
+    compare against a backbone pretrained with the default thread count)."""
+    from supernet.backbone import load_backbone
+
+    cfg = job_config("train", cache_dir)
+    load_backbone(cfg.model, cfg.pretrain, cache_dir, num_classes=0)
 
 
 def torchrun_cmd(n: int, script: str, *args: str) -> list[str]:
