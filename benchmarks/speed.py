@@ -61,6 +61,7 @@ from machine import machine_info, machine_tag, write_text_atomic
 
 from spaces import DEFAULT_TARGETS, TENSORS, Layout, Option, Space
 from supernet import glora_layers, merge, set_layout, wrap
+from supernet.engine import autocast
 
 TRAIN_VARIANTS = ("full_ft", "supernet", "naive", "peft_lora", "probe", "peft_glora", "fixed_glora")
 INFER_VARIANTS = ("plain", "merged", "unmerged", "peft_lora", "peft_glora")
@@ -268,7 +269,7 @@ class TrainRunner:
 
     def __call__(self) -> float:
         self.opt.zero_grad(set_to_none=True)
-        with _autocast(self.device):
+        with autocast(self.device):
             loss = F.cross_entropy(self.model(self.x).float(), self.y)
         loss.backward()
         self.opt.step()
@@ -280,14 +281,9 @@ class InferRunner:
         self.model, self.x, self.device = model.eval(), x, device
 
     def __call__(self) -> float:
-        with torch.no_grad(), _autocast(self.device):
+        with torch.no_grad(), autocast(self.device):
             return self.model(self.x).float().sum().item()
 
-
-def _autocast(device: torch.device):
-    from supernet.engine import autocast
-
-    return autocast(device)
 
 
 class Reference:
@@ -443,7 +439,7 @@ def search_speed(args: argparse.Namespace) -> dict[str, object]:
     @torch.no_grad()
     def plain_pass() -> int:
         correct = 0
-        with _autocast(device):
+        with autocast(device):
             for images, labels in evaluator.batches:
                 correct += (plain(images).argmax(-1) == labels).sum().item()
         return correct

@@ -44,8 +44,6 @@ __all__ = [
     "world_size",
 ]
 
-log = logging.getLogger(__name__)
-
 STAMP_ENV = "GLORA_RUN_STAMP"  # rank 0's start time, so every rank resolves the same run dir
 TIMEOUT_ENV = "GLORA_DIST_TIMEOUT_S"  # process-group timeout (default 300 s)
 

@@ -129,7 +129,8 @@ def fit(
             with autocast(device):
                 logits = model(images)
                 loss = F.cross_entropy(logits.float(), labels, label_smoothing=trainer.label_smoothing)
-            mean_loss = distributed.all_reduce_sum([loss.item()], device)[0] / world  # every rank stops together
+            loss_value = loss.item()
+            mean_loss = distributed.all_reduce_sum([loss_value], device)[0] / world  # every rank stops together
             if not math.isfinite(mean_loss):
                 done = f"epoch {epoch}" if epoch else "none yet"
                 raise TrainingError(
@@ -142,7 +143,7 @@ def fit(
             optimizer.step()
             schedule.step()
             step += 1
-            loss_sum += loss.item() * labels.numel()
+            loss_sum += loss_value * labels.numel()
             correct += (logits.argmax(-1) == labels).sum().item()
             seen += labels.numel()
         loss_sum, correct, seen = distributed.all_reduce_sum([loss_sum, correct, seen], device)
