@@ -2,7 +2,7 @@
 """Accuracy on the embedded suite: searched GLoRA against the baselines people would try.
 
 Every method starts from the same pretrained embedded backbone, gets a fresh head seeded
-the same way, and is trained with the same loop (``supernet.train.fit``), optimiser,
+the same way, and is trained with the same loop (``glora.training.fit``), optimiser,
 schedule and epochs on the VTAB protocol (train on train+val, report the final epoch's
 test accuracy; no selection on test). Methods:
 
@@ -52,18 +52,22 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from machine import machine_info, machine_tag, write_text_atomic
+from machine import machine_info, machine_tag
 
-from search.job import SearchJobConfig, run_search
-from search.operators import Budget, LayoutOps
-from search.pipeline import PipelineJobConfig  # noqa: F401  (registers the pipeline schema)
-from search.report import markdown_table
-from spaces import DEFAULT_TARGETS, Layout
-from supernet.backbone import classifier_name, load_backbone
-from supernet.data import build_task
-from supernet.jobs import CONF_DIR
-from supernet.train import TrainConfig, fit, train
-from supernet.wrap import set_layout, wrap
+from glora.backbone import classifier_name, load_backbone
+from glora.data import build_task
+from glora.embedded_backbone import ensure_embedded_backbone
+from glora.jobs.app import CONF_DIR  # registers the config schemas
+from glora.run.io import write_text_atomic
+from glora.search import Budget, LayoutOps, strategy_name
+from glora.search.report import markdown_table
+from glora.spaces import DEFAULT_TARGETS, Layout
+from glora.stages.config import narrow
+from glora.stages.search import SearchJobConfig, run_search
+from glora.stages.train import TrainJobConfig as TrainConfig
+from glora.stages.train import train_supernet
+from glora.supernet import set_layout, wrap
+from glora.training import Checkpoint, RunFiles, fit
 
 log = logging.getLogger("accuracy")
 
@@ -140,7 +144,7 @@ def random_layout(space, budget: int, seed: int):
 def run_method(name: str, build, cfg: TrainConfig, task: str, seed: int, run_dir: Path) -> dict:
     """Train one method on one task with one seed (or read the finished run back)."""
     data = replace(cfg.data, task=task)
-    model, spec = load_backbone(cfg.model, cfg.pretrain, cfg.paths.cache, num_classes=0)
+    model, spec = load_backbone(cfg.model, num_classes=0, embedded_dir=ensure_embedded_backbone(cfg.pretrain, cfg.paths.cache))
     task_data = build_task(data, spec.preprocess)
     torch.manual_seed(seed)
     model.reset_classifier(task_data.num_classes)
@@ -153,8 +157,8 @@ def run_method(name: str, build, cfg: TrainConfig, task: str, seed: int, run_dir
     trainer = replace(cfg.trainer, seed=seed)
     identity = {"benchmark": "accuracy", "method": name, "task": task, "seed": seed}
     started = time.time()
-    history = fit(model, task_data, cfg.optim, trainer, run_dir, identity, {"identity": identity},
-                  splits=("trainval", "test"), weights="weights.safetensors", title=f"{name} on {task}, seed {seed}")
+    callbacks = (Checkpoint(run_dir, identity, "weights.safetensors"), RunFiles(run_dir, f"{name} on {task}, seed {seed}", {"identity": identity}))
+    history = fit(model, task_data, cfg.optim, trainer, ("trainval", "test"), callbacks)
     return {"task": task, "method": name, "seed": seed, "adapter_params": adapter, "head_params": head,
             "test_acc": history[-1]["test/acc"], "train_acc": history[-1]["train/acc"], "seconds": round(time.time() - started, 1)}
 
@@ -163,16 +167,15 @@ def searched_layouts(cfg, task: str, budgets: list[int], work: Path) -> dict[int
     """The pipeline's stages for one task: supernet on train, search on val per budget."""
     data = replace(cfg.data, task=task)
     supernet_dir = work / task / "supernet"
-    train(TrainConfig(model=cfg.model, pretrain=cfg.pretrain, data=data, space=cfg.space, optim=cfg.optim,
-                      trainer=cfg.trainer, paths=cfg.paths), supernet_dir)
+    train_supernet(narrow(cfg, TrainConfig, data=data), supernet_dir)
     found = {}
     for budget in budgets:
         search_dir = work / task / f"search-{budget}"
         metrics = search_dir / "metrics.json"
         if not metrics.is_file():  # a finished search is read back, an interrupted one resumes
             resume = str(search_dir) if (search_dir / "search_state.json").is_file() else None
-            run_search(SearchJobConfig(supernet=str(supernet_dir), resume=resume, search=replace(cfg.search, budget=budget),
-                                       trainer=cfg.trainer, paths=cfg.paths), search_dir)
+            run_search(narrow(cfg, SearchJobConfig, supernet=str(supernet_dir), resume=resume, search=replace(cfg.search, budget=budget)),
+                       search_dir)
         found[budget] = {"layout": search_dir / "layout.json", "val_acc": pd.read_json(metrics, typ="series").get("best_val_acc")}
     return found
 
@@ -263,7 +266,7 @@ def main(argv: list[str] | None = None) -> None:
         f"Machine: {json.dumps(info)}", "",
         (f"Tasks {args.tasks}, seeds 0..{args.seeds - 1}, {cfg.trainer.epochs} epochs, AdamW lr {cfg.optim.lr}, batch "
         f"{cfg.data.batch_size}, VTAB protocol (train on train+val, final-epoch test accuracy). Budgets {args.budgets}; "
-        f"search: {cfg.search.strategy}, population {cfg.search.population} x {cfg.search.generations} generations on a "
+        f"search: {strategy_name(cfg.search)}, population {cfg.search.population} x {cfg.search.generations} generations on a "
         f"{cfg.trainer.epochs}-epoch supernet (space {list(space.ranks)}), seed 0. Overrides: {overrides or 'none'}. "
         f"Wall time {time.time() - started:.0f} s."), "",
         ("Test accuracy, mean ± std over seeds; `overall` is the mean over tasks (± std over seeds of that mean). "

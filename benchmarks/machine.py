@@ -6,12 +6,10 @@ import importlib.metadata
 import os
 import platform
 import re
-import tempfile
-from pathlib import Path
 
 import torch
 
-__all__ = ["machine_info", "machine_tag", "write_text_atomic"]
+__all__ = ["machine_info", "machine_tag"]
 
 
 def _cpu_model() -> str:
@@ -54,15 +52,3 @@ def machine_tag(device: str | torch.device = "cpu") -> str:
     name = torch.cuda.get_device_name(torch.device(device))
     found = re.search(r"\b([A-Z]{1,2}\d{2,4})\b", name)
     return (found.group(1) if found else re.sub(r"\W+", "-", name)).lower()
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -5,7 +5,7 @@ naive GLoRA layer, all built from the same timm model in one process.
 Training-step variants (zero_grad + forward + cross-entropy + backward + AdamW step):
 
 * ``full_ft``      every parameter trainable;
-* ``supernet``     ``supernet.wrap`` (space "large"), a random A–E choice per layer per step;
+* ``supernet``     ``glora.supernet.wrap`` (space "large"), a random A–E choice per layer per step;
 * ``naive``        the same random sampling through ``NaiveGLoRALinear`` (below), which
                    materialises W = W0 + W0*A + B and b = b0 + b0*D + E + W0@C every step
                    as the published reference does;
@@ -48,7 +48,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
-import timm
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -57,11 +56,13 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from machine import machine_info, machine_tag, write_text_atomic
+from machine import machine_info, machine_tag
 
-from spaces import DEFAULT_TARGETS, TENSORS, Layout, Option, Space
-from supernet import glora_layers, merge, set_layout, wrap
-from supernet.engine import autocast
+from glora.backbone import create_model
+from glora.run.device import autocast
+from glora.run.io import write_text_atomic
+from glora.spaces import DEFAULT_TARGETS, TENSORS, Layout, Option, Space
+from glora.supernet import glora_layers, merge, set_layout, wrap
 
 TRAIN_VARIANTS = ("full_ft", "supernet", "naive", "peft_lora", "probe", "peft_glora", "fixed_glora")
 INFER_VARIANTS = ("plain", "merged", "unmerged", "peft_lora", "peft_glora")
@@ -75,7 +76,7 @@ class NaiveGLoRALinear(nn.Module):
     """GLoRA as the published reference computes it: every form of A–E is turned into a
     full tensor (``none`` into zeros), W and b are built every forward, one F.linear.
 
-    Same parameters, shapes and initialisation as ``supernet.GLoRALinear``.
+    Same parameters, shapes and initialisation as ``glora.supernet.GLoRALinear``.
     """
 
     def __init__(self, base: nn.Linear, choices: dict[str, tuple[Option, ...]], rank: int, gen: torch.Generator):
@@ -160,7 +161,7 @@ def check_naive_matches(model_name: str, img_size: int, space: Space) -> float:
     """The naive layer and GLoRALinear must compute the same function (else the timing
     comparison is meaningless). Returns the largest relative difference seen."""
     torch.manual_seed(0)
-    src = timm.create_model(model_name, pretrained=False, num_classes=10, img_size=img_size)
+    src = create_model(model_name, 10, img_size=img_size)
     name, shape = next(iter(space.target_layers(src).items()))
     base = src.get_submodule(name)
     with torch.no_grad():
@@ -191,7 +192,7 @@ def check_naive_matches(model_name: str, img_size: int, space: Space) -> float:
 # ---- building -------------------------------------------------------------------------
 def create(args: argparse.Namespace) -> nn.Module:
     torch.manual_seed(args.seed)  # same weights for every variant
-    return timm.create_model(args.model, pretrained=False, num_classes=args.num_classes, img_size=args.img_size)
+    return create_model(args.model, args.num_classes, img_size=args.img_size)
 
 
 def head_trainable(model: nn.Module, wrapped: nn.Module | None = None) -> nn.Module:
@@ -406,8 +407,8 @@ def embedded_supernet(args: argparse.Namespace) -> Path:
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from supernet.jobs import CONF_DIR
-    from supernet.train import train
+    from glora.jobs.app import CONF_DIR
+    from glora.stages.train import train_supernet as train
 
     run_dir = Path(args.work) / f"supernet-{machine_tag(args.device)}{'-quick' if args.quick else ''}"
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
@@ -420,16 +421,15 @@ def embedded_supernet(args: argparse.Namespace) -> Path:
 def search_speed(args: argparse.Namespace) -> dict[str, object]:
     """Candidates scored per second by the search's evaluator vs plain-model passes over
     the same validation images (interleaved), and the default search's wall time."""
-    from search.evaluator import Evaluator
-    from search.job import SearchConfig, SearchJobConfig, run_search
-    from search.operators import Budget, LayoutOps
-    from supernet.train import load_trained
+    from glora.search import Budget, Evaluator, Evolution, LayoutOps
+    from glora.stages.search import SearchJobConfig, run_search
+    from glora.stages.train import load_trained
 
     supernet_dir = embedded_supernet(args)
     device = args.device
     trained = load_trained(supernet_dir, device)
-    evaluator = Evaluator(trained, device)
-    default = SearchConfig()
+    evaluator = Evaluator(trained.model, trained.task.loader("val"), device)
+    default = Evolution()
     ops = LayoutOps(Layout.sample(trained.model, trained.space, seed=0), Budget(int(default.budget)))
     layouts = [ops.layout(ops.random(random.Random(i))) for i in range(args.candidates)]
     plain = copy.deepcopy(trained.model)
@@ -460,13 +460,13 @@ def search_speed(args: argparse.Namespace) -> dict[str, object]:
     }
     result["search_rate_vs_plain"] = result["search_candidates_per_s"] / result["plain_forwards_per_s"]
     if not args.no_default_search:
-        search = SearchConfig(population=8, generations=3, crossover=4, mutation=4, top_k=4) if args.quick else default
+        search = Evolution(population=8, generations=3) if args.quick else default
         with tempfile.TemporaryDirectory() as tmp:
             t0 = time.perf_counter()
             found = run_search(SearchJobConfig(supernet=str(supernet_dir), search=search, trainer=trained.config.trainer), Path(tmp))
             result["search_default_s"] = time.perf_counter() - t0
             result["search_default_evaluations"] = found["evaluations"]
-            result["search_default_config"] = f"population {search.population} x {search.generations} generations, {search.crossover}+{search.mutation} children"
+            result["search_default_config"] = f"population {search.population} x {search.generations} generations, {'+'.join(map(str, search.children))} children"
     return result
 
 

@@ -8,10 +8,10 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from spaces import TENSORS, Choice, Layout, Option, option_cost
-from supernet.errors import JobError
+from glora.run.errors import JobError
+from glora.spaces import TENSORS, Choice, Layout, Option, option_cost
 
-__all__ = ["Budget", "BudgetError", "LayoutOps"]
+__all__ = ["Budget", "BudgetError", "Layers", "LayoutOps"]
 
 Layers = dict[str, Choice]
 
@@ -65,6 +65,11 @@ class LayoutOps:
         return Layout(dict(layers), t.model, t.space, t.shapes, budget=self.budget.max_params, **fields)
 
     # ---- operators ------------------------------------------------------------------
+    def initial(self, size: int, seeds: tuple[Layers, ...], rng: random.Random) -> list[Layers]:
+        """A first generation: the ``seeds`` made legal, then random legal layouts up to ``size``."""
+        out = [self.repair(s, rng) for s in seeds]
+        return out + [self.random(rng) for _ in range(size - len(out))]
+
     def random(self, rng: random.Random) -> Layers:
         """A legal layout: uniform draws until one fits (bounded), else the last one repaired."""
         return self._until_legal(lambda: {n: tuple(rng.choice(o) for o in opts) for n, opts in self.options.items()}, rng)

@@ -15,18 +15,18 @@ import optuna
 from optuna.distributions import CategoricalDistribution
 from optuna.trial import TrialState, create_trial
 
-from spaces import TENSORS, parse_option
+from glora.spaces import TENSORS, parse_option
 
 from .operators import LayoutOps
-from .strategy import Generations, Record, register_strategy
+from .strategy import Record, SearchConfig, register_strategy
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
 @register_strategy("optuna")
 @dataclass
-class OptunaSearch(Generations):
-    seed: int = 0
+class OptunaSearch(SearchConfig):
+    """``population`` TPE proposals per generation, after a random first generation."""
 
     def propose(self, generation: int, records: list[Record], ops: LayoutOps, rng: random.Random):
         dists = {
@@ -37,7 +37,7 @@ class OptunaSearch(Generations):
         study = optuna.create_study(direction="maximize", sampler=sampler)
         for r in records:
             study.add_trial(create_trial(params=self._params(r.layers, dists), distributions=dists, value=r.val_acc))
-        out = [ops.repair(s, rng) for s in self.seed_layers] if generation == 0 else []
+        out: list = []
         while len(out) < self.size(generation):
             for attempt in range(ops.max_tries):
                 trial = study.ask(dists)

@@ -11,19 +11,13 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.colors import ListedColormap  # noqa: E402
 
-from spaces import TENSORS, Layout  # noqa: E402
-from supernet.checkpoint import atomic_write  # noqa: E402
+from glora.run.plots import Drawn, save_figure  # noqa: E402
+from glora.spaces import TENSORS, Layout  # noqa: E402
 
 __all__ = ["plot_search_curve", "plot_pareto", "plot_layout_heatmap", "pareto_front"]
 
 
-def _save(fig, path: Path) -> None:
-    fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
-    plt.close(fig)
-
-
-def plot_search_curve(history: pd.DataFrame, path: Path) -> None:
+def plot_search_curve(history: pd.DataFrame, path: Path) -> Drawn:
     """Best validation accuracy so far against the number of evaluations, per strategy."""
     fig, ax = plt.subplots(figsize=(6, 4))
     for strategy, rows in history.groupby("strategy", sort=False):
@@ -32,7 +26,7 @@ def plot_search_curve(history: pd.DataFrame, path: Path) -> None:
     ax.set_ylabel("best val accuracy so far")
     ax.grid(alpha=0.3)
     ax.legend()
-    _save(fig, path)
+    return save_figure(fig, path)
 
 
 def pareto_front(history: pd.DataFrame) -> pd.DataFrame:
@@ -41,7 +35,7 @@ def pareto_front(history: pd.DataFrame) -> pd.DataFrame:
     return ordered[ordered["val_acc"] > ordered["val_acc"].cummax().shift(fill_value=-1.0)]
 
 
-def plot_pareto(history: pd.DataFrame, path: Path, budget: int | None = None) -> None:
+def plot_pareto(history: pd.DataFrame, path: Path, budget: int | None = None) -> Drawn:
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.scatter(history["trainable_params"], history["val_acc"], s=10, alpha=0.4, label="evaluated")
     front = pareto_front(history)
@@ -52,10 +46,10 @@ def plot_pareto(history: pd.DataFrame, path: Path, budget: int | None = None) ->
     ax.set_ylabel("val accuracy")
     ax.grid(alpha=0.3)
     ax.legend()
-    _save(fig, path)
+    return save_figure(fig, path)
 
 
-def plot_layout_heatmap(layout: Layout, path: Path) -> None:
+def plot_layout_heatmap(layout: Layout, path: Path) -> Drawn:
     """Layer × tensor, coloured by option kind, LoRA ranks annotated."""
     kinds = ["none", "constant", "vector", "lora"]
     names = list(layout.layers)
@@ -72,4 +66,4 @@ def plot_layout_heatmap(layout: Layout, path: Path) -> None:
     handles = [plt.Rectangle((0, 0), 1, 1, color=cmap(i)) for i in range(4)]
     ax.legend(handles, ["none", "constant", "vector", "LoRA (rank)"], loc="upper center", bbox_to_anchor=(0.5, -0.02 - 1.0 / len(names)), ncol=2, fontsize=7)
     ax.set_title(f"layout {layout.hash}: {layout.trainable_params:,} params", fontsize=9)
-    _save(fig, path)
+    return save_figure(fig, path)

@@ -1,18 +1,16 @@
-"""Random search: the same number of candidates per generation as evolution, all drawn
-uniformly (then made legal) — the baseline evolution must beat."""
+"""Random search: ``population`` uniform legal layouts every generation — the baseline
+evolution must beat."""
 from __future__ import annotations
 
 import random
 from dataclasses import dataclass
 
 from .operators import LayoutOps
-from .strategy import Generations, Record, register_strategy
+from .strategy import Record, SearchConfig, register_strategy
 
 
 @register_strategy("random")
 @dataclass
-class RandomSearch(Generations):
+class RandomSearch(SearchConfig):
     def propose(self, generation: int, records: list[Record], ops: LayoutOps, rng: random.Random):
-        if generation == 0:
-            return self.initial(ops, rng)
         return [ops.random(rng) for _ in range(self.size(generation))]

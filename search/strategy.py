@@ -1,16 +1,18 @@
-"""The one small interface every search strategy implements, and the record it reads."""
+"""What every search strategy shares: its settings (one dataclass per strategy, so a
+setting a strategy does not have is refused), the one small interface it implements, the
+record of one evaluated layout, and the registry the jobs pick strategies from."""
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, fields
-from typing import Protocol
+from dataclasses import dataclass, field
+from typing import ClassVar, Optional, Protocol
 
-from spaces import Choice
-from supernet.errors import JobError
+from glora.run.errors import JobError
+from glora.spaces import Choice
 
 from .operators import LayoutOps
 
-__all__ = ["Record", "Strategy", "Generations", "STRATEGIES", "register_strategy", "get_strategy"]
+__all__ = ["Record", "SearchConfig", "Strategy", "STRATEGIES", "register_strategy", "get_strategy", "strategy_name", "top_k"]
 
 
 @dataclass
@@ -25,47 +27,67 @@ class Record:
     seconds: float
 
 
+@dataclass
+class SearchConfig:
+    """Settings every strategy has. Generation 0 holds ``population`` layouts: the user's
+    ``seed_layouts`` (made legal), then random legal layouts."""
+
+    budget: float = 20000  # max trainable params of the support tensors (the head is apart)
+    min_params: float = 0
+    population: int = 50
+    generations: int = 20
+    max_tries: int = 50  # re-draws of an illegal child before it is repaired to the budget
+    seed: int = 0
+    seed_layouts: list[str] = field(default_factory=list)  # layout JSON files for the first population
+    space: Optional[str] = None  # expected space preset of the supernet (checked)
+
+    name: ClassVar[str] = ""
+
+    def size(self, generation: int) -> int:
+        """How many candidates ``generation`` proposes."""
+        return self.population
+
+    def propose(self, generation: int, records: list[Record], ops: LayoutOps, rng: random.Random) -> list[dict[str, Choice]]:
+        raise NotImplementedError
+
+
 class Strategy(Protocol):
-    """Proposes the candidates of one generation from everything evaluated so far."""
+    """Proposes the candidates of one generation (≥ 1) from everything evaluated so far."""
 
     def propose(self, generation: int, records: list[Record], ops: LayoutOps, rng: random.Random) -> list[dict[str, Choice]]: ...
 
 
-@dataclass
-class Generations:
-    """What every strategy shares: how many candidates a generation holds, and the
-    first population (the user's seed layouts, made legal, then random legal layouts)."""
-
-    population: int = 50
-    crossover: int = 25
-    mutation: int = 25
-    seed_layers: tuple = ()
-
-    def size(self, generation: int) -> int:
-        return self.population if generation == 0 else self.crossover + self.mutation
-
-    def initial(self, ops: LayoutOps, rng: random.Random) -> list[dict[str, Choice]]:
-        seeds = [ops.repair(s, rng) for s in self.seed_layers]
-        return seeds + [ops.random(rng) for _ in range(self.population - len(seeds))]
-
-
-STRATEGIES: dict[str, type] = {}
+STRATEGIES: dict[str, type[SearchConfig]] = {}
 
 
 def register_strategy(name: str):
-    def add(cls: type) -> type:
+    """Class decorator: register a strategy's settings dataclass under ``name``."""
+
+    def add(cls: type[SearchConfig]) -> type[SearchConfig]:
+        if name in STRATEGIES:
+            raise ValueError(f"search strategy {name!r} is registered twice")
+        cls.name = name
         STRATEGIES[name] = cls
         return cls
 
     return add
 
 
-def get_strategy(name: str, **settings) -> Strategy:
-    """The strategy registered as ``name``, given those ``settings`` it has fields for."""
+def get_strategy(name: str, **settings) -> SearchConfig:
+    """The strategy registered as ``name`` with ``settings``; an unknown name or a setting
+    the strategy does not have is one clear error."""
     if name not in STRATEGIES:
-        raise JobError(f"search.strategy={name!r} is unknown; strategies are {sorted(STRATEGIES)}")
-    cls = STRATEGIES[name]
-    return cls(**{f.name: settings[f.name] for f in fields(cls) if f.name in settings})
+        raise JobError(f"search strategy {name!r} is unknown; strategies are {sorted(STRATEGIES)} (search=<name>)")
+    try:
+        return STRATEGIES[name](**settings)
+    except TypeError as err:
+        raise JobError(f"search={name}: {err}") from None
+
+
+def strategy_name(strategy: SearchConfig) -> str:
+    if not type(strategy).name:
+        raise JobError(f"{type(strategy).__name__} is not a registered search strategy; use one of {sorted(STRATEGIES)}")
+    return type(strategy).name
 
 
 def top_k(records: list[Record], k: int) -> list[Record]:

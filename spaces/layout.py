@@ -5,17 +5,18 @@ import hashlib
 import json
 import os
 import random
-import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
 
 from torch import nn
 
+from glora.run.io import write_json_atomic
+
 from .options import TENSORS, Option, OptionError, option_cost, parse_option
 from .space import LayerShape, Space, SpaceError, model_name
 
-__all__ = ["Layout", "LayoutError", "FORMAT", "Choice", "write_json_atomic"]
+__all__ = ["Layout", "LayoutError", "FORMAT", "Choice"]
 
 FORMAT = "glora-layout/1"
 
@@ -25,21 +26,6 @@ Choice = tuple[Option, Option, Option, Option, Option]
 
 class LayoutError(ValueError):
     """A layout that does not fit the model or space it is used with."""
-
-
-def write_json_atomic(path: str | os.PathLike, data: Any) -> None:
-    """Write JSON through a temp file + rename, so a crash never leaves half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(data, handle, indent=2)
-            handle.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _describe(options: tuple[Option, ...]) -> str:

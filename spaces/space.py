@@ -9,7 +9,7 @@ from torch import nn
 
 from .options import TENSOR_KINDS, TENSORS, Option
 
-__all__ = ["Space", "SpaceConfig", "SpaceOptions", "LayerShape", "SpaceError", "PRESETS", "DEFAULT_TARGETS", "model_name", "as_linear"]
+__all__ = ["Space", "SpaceConfig", "SpaceOptions", "LayerShape", "SpaceError", "PRESETS", "DEFAULT_TARGETS", "model_name", "linear_shape"]
 
 #: Every qkv / proj / fc1 / fc2 Linear of a transformer block (timm ViT, DeiT, Swin, ...).
 DEFAULT_TARGETS = r"(.*\.)?blocks\.\d+\.(attn\.qkv|attn\.proj|mlp\.fc1|mlp\.fc2)"
@@ -37,12 +37,15 @@ def model_name(model: nn.Module) -> str:
     return cfg.get("architecture") or type(model).__name__
 
 
-def as_linear(module: nn.Module) -> nn.Linear | None:
-    """The ``nn.Linear`` a module is, or wraps as ``base_layer`` (GLoRA, PEFT layers)."""
-    if isinstance(module, nn.Linear):
-        return module
-    base = getattr(module, "base_layer", None)
-    return base if isinstance(base, nn.Linear) else None
+def linear_shape(module: nn.Module) -> LayerShape | None:
+    """The shape of the ``nn.Linear`` a module is, or stands for: a wrapper layer hands
+    back the Linear it wraps through ``get_base_layer()`` (PEFT's tuner-layer protocol,
+    which GLoRA's layer follows too), so the space needs no wrapper's internals."""
+    get_base = getattr(module, "get_base_layer", None)
+    linear = get_base() if callable(get_base) else module
+    if not isinstance(linear, nn.Linear):
+        return None
+    return LayerShape(linear.out_features, linear.in_features, linear.bias is not None)
 
 
 def _default_options() -> dict[str, tuple[str, ...]]:
@@ -117,17 +120,17 @@ class Space:
         return self._pattern.fullmatch(name) is not None
 
     def target_layers(self, model: nn.Module) -> dict[str, LayerShape]:
-        """Targeted layers of ``model`` (plain or wrapped) in module order."""
+        """Targeted layers of ``model`` (plain or wrapped) in module order: every module
+        whose full name matches ``targets`` and that is, or stands for, an ``nn.Linear``.
+        Nothing inside a targeted module is a target itself."""
         found: dict[str, LayerShape] = {}
         for name, module in model.named_modules():
-            linear = as_linear(module)
-            if linear is None or not self.matches(name):
+            shape = linear_shape(module)
+            if shape is None or not self.matches(name) or any(name.startswith(f"{t}.") for t in found):
                 continue
-            if name.endswith(".base_layer") and name[: -len(".base_layer")] in found:
-                continue  # the Linear inside a wrapper we already counted
-            found[name] = LayerShape(linear.out_features, linear.in_features, linear.bias is not None)
+            found[name] = shape
         if not found:
-            linears = [n for n, m in model.named_modules() if as_linear(m) is not None][:6]
+            linears = [n for n, m in model.named_modules() if linear_shape(m) is not None][:6]
             raise SpaceError(
                 f"space.targets {self.targets!r} matches no nn.Linear of {model_name(model)}; "
                 f"its Linear layers are named like {linears}"

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from spaces import TENSORS, Choice, Option
+from glora.spaces import TENSORS, Choice, Option
 
 from .functional import lora_a_linear, scaled_linear
 
@@ -95,6 +95,10 @@ class GLoRALinear(nn.Module):
         self.Bd, self.Bu = down("B", out_f), up("B", in_f)
         self.Cd, self.Cu = down("C", in_f), up("C", 1)
         self.D, self.E = vec("D"), vec("E")
+
+    def get_base_layer(self) -> nn.Linear:
+        """The frozen Linear this layer stands for (PEFT's tuner-layer protocol)."""
+        return self.base_layer
 
     @property
     def weight(self) -> Tensor:

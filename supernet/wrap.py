@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
-from spaces import Layout, LayoutError, Space, model_name
+from glora.spaces import Layout, LayoutError, Space, model_name
 
 from .layer import ChoiceSampler, GLoRALinear
 

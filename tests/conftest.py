@@ -31,7 +31,7 @@ from pathlib import Path  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
-from supernet.jobs import CONF_DIR  # noqa: E402
+from glora.jobs.app import CONF_DIR  # noqa: E402
 
 BIN = Path(sys.executable).parent
 
@@ -56,7 +56,7 @@ def run_cli(script: str, *args: str, cwd: Path, timeout: float = 300) -> subproc
 @pytest.fixture(scope="session")
 def smoke_supernet(cache_dir, tmp_path_factory):
     """One trained smoke supernet (2 epochs, tiny backbone) for the search tests."""
-    from supernet.train import train
+    from glora.stages.train import train_supernet as train
 
     run = tmp_path_factory.mktemp("supernet")
     train(job_config("train", cache_dir), run)

@@ -5,8 +5,8 @@ import timm
 import torch
 from safetensors.torch import save_file
 
-from supernet.backbone import ModelConfig, PretrainConfig, load_backbone
-from supernet.errors import CheckpointError
+from glora.backbone import ModelConfig, load_backbone
+from glora.run.errors import CheckpointError
 
 KW = dict(img_size=32, patch_size=8, embed_dim=48, depth=2, num_heads=3)
 
@@ -23,7 +23,7 @@ def _saved(tmp_path, suffix, **kwargs):
 @pytest.mark.parametrize("suffix", [".safetensors", ".pth"])
 def test_local_checkpoint_loads_all_but_the_head(tmp_path, suffix):
     source, path = _saved(tmp_path, suffix)
-    model, spec = load_backbone(ModelConfig(name="vit_tiny_patch16_224", kwargs=KW, checkpoint=str(path)), PretrainConfig(), tmp_path, num_classes=4)
+    model, spec = load_backbone(ModelConfig(name="vit_tiny_patch16_224", kwargs=KW, checkpoint=str(path)), num_classes=4)
     assert spec.source == "file" and spec.preprocess.img_size == 32 and model.head.out_features == 4
     theirs = source.state_dict()
     for key, value in model.state_dict().items():
@@ -34,17 +34,17 @@ def test_local_checkpoint_loads_all_but_the_head(tmp_path, suffix):
 def test_checkpoint_of_another_model(tmp_path):
     _, path = _saved(tmp_path, ".safetensors", depth=3)
     with pytest.raises(CheckpointError, match=r"does not fit vit_tiny_patch16_224: \d+ missing keys .* unexpected"):
-        load_backbone(ModelConfig(name="vit_tiny_patch16_224", kwargs=KW, checkpoint=str(path)), PretrainConfig(), tmp_path, 4)
+        load_backbone(ModelConfig(name="vit_tiny_patch16_224", kwargs=KW, checkpoint=str(path)), 4)
     _, path = _saved(tmp_path, ".pth", embed_dim=96)
     with pytest.raises(CheckpointError, match="does not fit vit_tiny_patch16_224: size mismatch"):
-        load_backbone(ModelConfig(name="vit_tiny_patch16_224", kwargs=KW, checkpoint=str(path)), PretrainConfig(), tmp_path, 4)
+        load_backbone(ModelConfig(name="vit_tiny_patch16_224", kwargs=KW, checkpoint=str(path)), 4)
 
 
 def test_truncated_checkpoint(tmp_path):
     _, path = _saved(tmp_path, ".safetensors")
     path.write_bytes(path.read_bytes()[:1000])
     with pytest.raises(CheckpointError, match="cannot be read"):
-        load_backbone(ModelConfig(name="vit_tiny_patch16_224", kwargs=KW, checkpoint=str(path)), PretrainConfig(), tmp_path, 4)
+        load_backbone(ModelConfig(name="vit_tiny_patch16_224", kwargs=KW, checkpoint=str(path)), 4)
 
 
 class _Boom:
@@ -61,16 +61,16 @@ def test_checkpoint_is_never_unpickled(tmp_path):
     path = tmp_path / "evil.pth"
     torch.save({"blocks.0.attn.qkv.weight": _Boom(str(tmp_path / "executed"))}, path)
     with pytest.raises(CheckpointError, match="cannot be read"):
-        load_backbone(ModelConfig(name="vit_tiny_patch16_224", kwargs=KW, checkpoint=str(path)), PretrainConfig(), tmp_path, 4)
+        load_backbone(ModelConfig(name="vit_tiny_patch16_224", kwargs=KW, checkpoint=str(path)), 4)
     assert not (tmp_path / "executed").exists()
 
 
 def test_no_hub_download_ever(tmp_path):
     with pytest.raises(CheckpointError, match="needs local weights: set model.checkpoint"):
-        load_backbone(ModelConfig(name="vit_tiny_patch16_224", kwargs=KW), PretrainConfig(), tmp_path, 4)
+        load_backbone(ModelConfig(name="vit_tiny_patch16_224", kwargs=KW), 4)
     with pytest.raises(CheckpointError, match="does not exist"):
-        load_backbone(ModelConfig(name="vit_tiny_patch16_224", kwargs=KW, checkpoint=str(tmp_path / "x.pth")), PretrainConfig(), tmp_path, 4)
+        load_backbone(ModelConfig(name="vit_tiny_patch16_224", kwargs=KW, checkpoint=str(tmp_path / "x.pth")), 4)
     with pytest.raises(CheckpointError, match="model.name='not_a_model'"):
-        load_backbone(ModelConfig(name="not_a_model"), PretrainConfig(), tmp_path, 4)
-    model, spec = load_backbone(ModelConfig(name="vit_tiny_patch16_224", kwargs=KW, pretrained=False), PretrainConfig(), tmp_path, 4)
+        load_backbone(ModelConfig(name="not_a_model"), 4)
+    model, spec = load_backbone(ModelConfig(name="vit_tiny_patch16_224", kwargs=KW, pretrained=False), 4)
     assert spec.source == "random"

@@ -2,6 +2,7 @@
 import json
 
 import pandas as pd
+import pytest
 
 from conftest import run_cli
 
@@ -12,6 +13,7 @@ def _pipeline(tmp_path, cache_dir, name):
     return tmp_path / name
 
 
+@pytest.mark.slow
 def test_pipeline_runs_end_to_end_and_reproduces(tmp_path, cache_dir):
     first, second = _pipeline(tmp_path, cache_dir, "a"), _pipeline(tmp_path, cache_dir, "b")
     table = pd.read_csv(first / "pipeline.csv")

@@ -3,10 +3,10 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from spaces import Space
-from supernet.jobs import CONF_DIR
-from supernet.pretrain import PretrainJobConfig
-from supernet.train import TrainConfig
+from glora.spaces import Space
+from glora.jobs.app import CONF_DIR
+from glora.stages.pretrain import PretrainJobConfig
+from glora.stages.train import TrainJobConfig as TrainConfig
 
 
 def _compose(name, *overrides):
@@ -31,9 +31,29 @@ def test_space_groups_match_presets():
     assert restricted.ranks == (16,) and restricted.options["A"] == ("lora", "none")
 
 
-def test_pretrain_config_and_smoke():
-    cfg = _compose("pretrain", "experiment=smoke")
-    assert isinstance(cfg, PretrainJobConfig) and cfg.pretrain.steps < 100
+def test_smoke_experiment_shrinks_every_job_and_caches_apart():
+    """experiment=smoke is the same code path on a tiny model and a few steps: it must
+    change the recipe (so its backbone is cached apart) and nothing else of the task."""
+    from glora.embedded_backbone import embedded_cache_dir
+
+    full, smoke = _compose("pretrain"), _compose("pretrain", "experiment=smoke")
+    assert isinstance(smoke, PretrainJobConfig)
+    assert smoke.pretrain.kwargs["embed_dim"] < full.pretrain.kwargs["embed_dim"] and smoke.pretrain.steps < full.pretrain.steps
+    assert embedded_cache_dir(smoke.pretrain, "c") != embedded_cache_dir(full.pretrain, "c")
+    train, train_smoke = _compose("train"), _compose("train", "experiment=smoke")
+    assert train_smoke.trainer.epochs < train.trainer.epochs and train_smoke.pretrain == smoke.pretrain
+    assert train_smoke.data == train.data and train_smoke.space == train.space and train_smoke.optim == train.optim
+
+
+def test_a_setting_the_strategy_lacks_fails_at_compose():
+    """search=random has no top_k: Hydra refuses it at start instead of ignoring it."""
+    from hydra.errors import ConfigCompositionException
+
+    with pytest.raises(ConfigCompositionException, match="top_k"):
+        _compose("search", "search=random", "search.top_k=3")
+    with pytest.raises(ConfigCompositionException, match="strategy"):
+        _compose("search", "search.strategy=random")
+    assert _compose("search", "search=evolution", "search.top_k=3").search.top_k == 3
 
 
 def test_dataclass_defaults_equal_the_yaml():
@@ -41,21 +61,26 @@ def test_dataclass_defaults_equal_the_yaml():
     cfg = _compose("train")
     assert cfg.pretrain == TrainConfig().pretrain and cfg.trainer == TrainConfig().trainer
     assert cfg.optim == TrainConfig().optim and cfg.data == TrainConfig().data and cfg.model == TrainConfig().model
+    from glora.search import STRATEGIES
+
+    for name, cls in STRATEGIES.items():
+        assert _compose("search", f"search={name}").search == cls()
 
 
 @pytest.mark.parametrize("strategy", ["evolution", "random", "optuna"])
 def test_search_config_groups(strategy):
-    from search.job import SearchJobConfig
+    from glora.search import STRATEGIES, strategy_name
+    from glora.stages.search import SearchJobConfig
 
     cfg = _compose("search", f"search={strategy}")
-    assert isinstance(cfg, SearchJobConfig) and cfg.search.strategy == strategy and cfg.search.population == 50
+    assert isinstance(cfg, SearchJobConfig) and type(cfg.search) is STRATEGIES[strategy] and cfg.search.population == 50
     smoke = _compose("search", f"search={strategy}", "experiment=smoke")
-    assert smoke.search.population < 50 and smoke.search.strategy == strategy
+    assert smoke.search.population < 50 and strategy_name(smoke.search) == strategy
 
 
 def test_retrain_and_pipeline_configs():
-    from search.pipeline import PipelineJobConfig
-    from supernet.retrain import RetrainJobConfig
+    from glora.stages.pipeline import PipelineJobConfig
+    from glora.stages.retrain import RetrainJobConfig
 
     retrain = _compose("retrain", "layout=x.json", "retrain.protocol=val")
     assert isinstance(retrain, RetrainJobConfig) and retrain.retrain.protocol == "val"
@@ -71,8 +96,6 @@ def test_sweep_launchers_compose(launcher, target):
     """The launchers a sweep can name: joblib (installed with the package) and the shipped
     SLURM config on top of hydra-submitit-launcher."""
     pytest.importorskip(f"hydra_plugins.hydra_{'submitit' if launcher == 'slurm' else 'joblib'}_launcher")
-    import search.job  # noqa: F401  (registers the search schema)
-
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = compose("search", overrides=[f"hydra/launcher={launcher}"], return_hydra_config=True)
     assert cfg.hydra.launcher._target_.endswith(target)

@@ -4,9 +4,9 @@ import pytest
 import torch
 from PIL import Image
 
-from supernet.data import DataConfig, Preprocess, build_task
-from supernet.data.embedded import TARGET_TASKS, TASKS, make_task
-from supernet.errors import DataError
+from glora.data import DataConfig, Preprocess, build_task
+from glora.data.embedded import TARGET_TASKS, TASKS, make_task
+from glora.run.errors import DataError
 
 
 @pytest.mark.parametrize("task", sorted(TASKS))
@@ -22,8 +22,13 @@ def test_embedded_tasks_are_deterministic_and_vtab_shaped(task):
     assert set(np.unique(a["train"][1])) == set(range(classes))
 
 
-def test_suite_has_at_least_four_target_tasks_and_a_distinct_source():
-    assert len(TARGET_TASKS) >= 4 and "shapes" not in TARGET_TASKS
+def test_no_target_image_appears_in_the_source_task():
+    """Pretraining never sees a target task's images (no leakage from source to targets)."""
+    source = make_task("shapes", 0, {"train": 3000, "val": 100, "test": 100})
+    seen = {img.tobytes() for split in source.values() for img in split[0]}
+    for task in TARGET_TASKS:
+        target = make_task(task, 0)
+        assert not any(img.tobytes() in seen for split in target.values() for img in split[0]), task
 
 
 def test_embedded_task_as_tensors():

@@ -15,10 +15,10 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import BIN, job_config, make_vit
-from spaces import Layout, Space
-from supernet import reseed, set_layout, support_parameters, wrap
-from supernet.train import load_trained
-from supernet.distributed import average_gradients
+from glora.spaces import Layout, Space
+from glora.supernet import reseed, set_layout, support_parameters, wrap
+from glora.stages.train import load_trained
+from glora.run.distributed import average_gradients
 
 TORCHRUN = BIN / "torchrun"
 
@@ -28,10 +28,10 @@ def cached_backbone(cache_dir):
     """The session's smoke backbone, pretrained in-process if no earlier test did: the
     one-thread reference runs below must not be the ones that create it (other tests
     compare against a backbone pretrained with the default thread count)."""
-    from supernet.backbone import load_backbone
+    from glora.embedded_backbone import ensure_embedded_backbone
 
     cfg = job_config("train", cache_dir)
-    load_backbone(cfg.model, cfg.pretrain, cache_dir, num_classes=0)
+    ensure_embedded_backbone(cfg.pretrain, cache_dir)
 
 
 def torchrun_cmd(n: int, script: str, *args: str) -> list[str]:
@@ -125,6 +125,7 @@ def test_averaged_gradients_of_two_ranks_equal_the_gradient_of_the_whole_batch(t
         assert torch.allclose(two[name], one[name], rtol=1e-5, atol=1e-5 * scale), name
 
 
+@pytest.mark.slow  # torchrun
 def test_two_processes_train_like_one_process_with_the_same_global_batch(tmp_path, cache_dir):
     common = ["experiment=smoke", f"paths.cache={cache_dir}", "data.batch_size=64"]
     one = one_process("glora-train", *common, f"hydra.run.dir={tmp_path / 'one'}", cwd=tmp_path)
@@ -150,6 +151,7 @@ def _worker_pids(parent: int) -> dict[int, int]:
 
 
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs /proc to find the worker processes")
+@pytest.mark.slow  # torchrun
 def test_a_dead_rank_stops_the_run_cleanly_and_it_resumes_to_the_same_weights(tmp_path, cache_dir):
     common = ["experiment=smoke", f"paths.cache={cache_dir}", "trainer.epochs=5", "data.batch_size=50"]
     one = one_process("glora-train", *common, f"hydra.run.dir={tmp_path / 'one'}", cwd=tmp_path)
@@ -187,6 +189,7 @@ def test_global_batch_not_divisible_by_the_world_size_is_one_clear_error(tmp_pat
     assert output.count("data.batch_size=63 (the global batch) is not divisible by the world size 2") == 1, output[-3000:]
 
 
+@pytest.mark.slow  # torchrun
 def test_two_process_search_and_retrain_equal_one_process(smoke_supernet, cache_dir, tmp_path):
     search = ["experiment=smoke", f"paths.cache={cache_dir}", f"supernet={smoke_supernet}", "search.budget=4000"]
     one = one_process("glora-search", *search, f"hydra.run.dir={tmp_path / 's1'}", cwd=tmp_path)

@@ -5,8 +5,8 @@ import pytest
 import torch
 from torch import nn
 
-from spaces import LayerShape, Option, Space
-from supernet import ChoiceSampler, GLoRALinear
+from glora.spaces import LayerShape, Option, Space
+from glora.supernet import ChoiceSampler, GLoRALinear
 
 OUT, IN = 24, 16
 
@@ -75,7 +75,7 @@ def test_forward_builds_the_weight_only_for_lora_a(monkeypatch):
         raise AssertionError("built the out×in weight")
 
     monkeypatch.setattr(layer, "merged_weight_and_bias", forbidden)
-    monkeypatch.setattr("supernet.layer.lora_a_linear", forbidden)
+    monkeypatch.setattr("glora.supernet.layer.lora_a_linear", forbidden)
     for choice in itertools.product(*layer.choices):
         if choice[0].kind == "lora":
             with pytest.raises(AssertionError, match="built the out×in weight"):

@@ -4,8 +4,8 @@ import pickle
 import pytest
 
 from conftest import make_vit
-from spaces import FORMAT, Layout, LayoutError, Space
-from supernet import set_layout, wrap
+from glora.spaces import FORMAT, Layout, LayoutError, Space
+from glora.supernet import set_layout, wrap
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
 import pytest
 
-from spaces import Option, OptionError, option_cost, parse_option
+from glora.spaces import Option, OptionError, option_cost, parse_option
 
 
 @pytest.mark.parametrize("text", ["LoRA_8", "LoRA_1", "vector", "constant", "none"])

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from conftest import make_vit
-from spaces import DEFAULT_TARGETS, Layout, Space
-from supernet import glora_layers, set_layout, wrap
+from glora.spaces import DEFAULT_TARGETS, Layout, Space
+from glora.supernet import glora_layers, set_layout, wrap
 
 peft = pytest.importorskip("peft")
 from peft.tuners.glora.layer import GloraLinear as PeftGloraLinear  # noqa: E402

@@ -8,12 +8,12 @@ import timm
 import torch
 
 from conftest import job_config, make_vit, run_cli
-from search.job import run_search
-from spaces import Layout, LayoutError, Space
-from supernet import set_layout, wrap
-from supernet.checkpoint import load_weights
-from supernet.errors import JobError
-from supernet.retrain import retrain
+from glora.stages.search import run_search
+from glora.spaces import Layout, LayoutError, Space
+from glora.supernet import set_layout, wrap
+from glora.run.checkpoint import load_weights
+from glora.run.errors import JobError
+from glora.stages.retrain import retrain
 
 
 @pytest.fixture(scope="module")

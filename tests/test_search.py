@@ -6,11 +6,11 @@ import pandas as pd
 import pytest
 
 from conftest import job_config, make_vit, run_cli
-from search.job import run_search
-from search.operators import Budget, BudgetError, LayoutOps
-from spaces import Layout, LayoutError, Space
-from supernet.errors import CheckpointError, JobError
-from supernet.train import load_trained
+from glora.stages.search import run_search
+from glora.search.operators import Budget, BudgetError, LayoutOps
+from glora.spaces import Layout, LayoutError, Space
+from glora.run.errors import CheckpointError, JobError
+from glora.stages.train import load_trained
 
 
 @pytest.fixture(scope="module")

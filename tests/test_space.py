@@ -1,7 +1,7 @@
 import pytest
 import timm
 
-from spaces import LayerShape, Option, Space, SpaceError
+from glora.spaces import LayerShape, Option, Space, SpaceError
 from conftest import make_vit
 
 

@@ -11,8 +11,8 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import BIN, job_config, run_cli
-from supernet.errors import CheckpointError, TrainingError
-from supernet.train import train
+from glora.run.errors import CheckpointError, TrainingError
+from glora.stages.train import train_supernet as train
 
 
 def _weights(run_dir):
@@ -30,13 +30,14 @@ def test_smoke_train_writes_every_file(tmp_path, cache_dir):
     proc = run_cli("glora-train", "experiment=smoke", f"paths.cache={cache_dir}", f"paths.runs={tmp_path}", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     (run,) = (tmp_path / "train").iterdir()
-    for name in ("supernet.safetensors", "train_state.json", "train_state.pt", "metrics.csv", "metrics.json", "train_curves.png"):
+    for name in ("supernet.safetensors", "train_state.json", "supernet-state-0002.pt", "metrics.csv", "metrics.json", "train_curves.png"):
         assert (run / name).is_file(), name
     state = json.loads((run / "train_state.json").read_text())
     assert state["epoch"] == 2 and state["identity"]["space"]["ranks"] == [8, 4]
     table = pd.read_csv(run / "metrics.csv")
     assert list(table["epoch"]) == [1, 2] and {"train/loss", "val/acc"} <= set(table.columns)
-    resumable = torch.load(run / "train_state.pt", weights_only=True)
+    assert not (run / "supernet-state-0001.pt").exists()  # older states go once the newer pair is committed
+    resumable = torch.load(run / "supernet-state-0002.pt", weights_only=True)
     assert {"optimizer", "scheduler", "torch_rng", "epoch"} <= set(resumable)
 
 
@@ -83,7 +84,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, cache_dir, 
         loss = real(*args, **kwargs)
         return loss * float("nan") if calls["n"] == 3 else loss
 
-    monkeypatch.setattr("supernet.train.F.cross_entropy", poisoned)
+    monkeypatch.setattr("glora.training.loop.F.cross_entropy", poisoned)
     with pytest.raises(TrainingError, match=r"loss is nan at step \d+ \(epoch 2\); training stopped. The last good checkpoint \(epoch 1\) is kept"):
         train(job_config("train", cache_dir, "trainer.epochs=3", f"resume={run}"), run)
     assert json.loads((run / "train_state.json").read_text())["epoch"] == 1
@@ -107,9 +108,14 @@ def test_corrupt_checkpoint(tmp_path, cache_dir):
     (run / "supernet.safetensors").write_bytes(blob[: len(blob) // 2])
     with pytest.raises(CheckpointError, match="truncated or corrupt"):
         train(job_config("train", cache_dir, "trainer.epochs=2", f"resume={run}"), run)
+    flipped = bytearray(blob)
+    flipped[-64] ^= 0xFF  # one tensor byte, header intact: must not load silently (it once ran a search on NaN weights)
+    (run / "supernet.safetensors").write_bytes(bytes(flipped))
+    with pytest.raises(CheckpointError, match="checksum"):
+        train(job_config("train", cache_dir, "trainer.epochs=2", f"resume={run}"), run)
     (run / "supernet.safetensors").write_bytes(blob)
-    (run / "train_state.pt").write_bytes(b"not a torch file")
-    with pytest.raises(CheckpointError, match="train_state.pt. is truncated or corrupt|no train_state.pt of that epoch"):
+    (run / "supernet-state-0001.pt").write_bytes(b"not a torch file")
+    with pytest.raises(CheckpointError, match="supernet-state-0001.pt. is truncated or corrupt"):
         train(job_config("train", cache_dir, "trainer.epochs=2", f"resume={run}"), run)
 
 
@@ -129,14 +135,17 @@ def test_bad_input_on_the_command_line_is_one_clear_line(tmp_path, cache_dir):
 
 def test_smoke_pretrain_writes_the_backbone_and_train_reuses_it(tmp_path):
     cache = tmp_path / "cache"
-    proc = run_cli("glora-pretrain", "experiment=smoke", f"paths.cache={cache}", f"paths.runs={tmp_path}", "probe_tasks=[digits]", cwd=tmp_path)
+    proc = run_cli("glora-pretrain", "experiment=smoke", f"paths.cache={cache}", f"paths.runs={tmp_path}", "probe_tasks=[digits,orientation]", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     (run,) = (tmp_path / "pretrain").iterdir()
     backbone = json.loads((run / "backbone.json").read_text())
     assert backbone["name"] == "vit_tiny_patch16_224" and backbone["kwargs"]["img_size"] == 32
     assert (run / "backbone.safetensors").is_file()
     probe = json.loads((run / "metrics.json").read_text())["linear_probe"]
-    assert 0 <= probe["digits"]["pretrained"] <= 1 and 0 <= probe["digits"]["random_init"] <= 1
+    # the transfer is real even for the 30-step smoke backbone (measured: orientation 0.32 vs 0.18 at random
+    # init, digits 0.23 vs 0.18); a backbone that was not trained, saved or loaded would probe like random init
+    assert probe["orientation"]["pretrained"] >= probe["orientation"]["random_init"] + 0.08
+    assert probe["mean"]["pretrained"] >= probe["mean"]["random_init"] + 0.05
     (cached,) = cache.iterdir()
     assert (cached / "backbone.safetensors").read_bytes() == (run / "backbone.safetensors").read_bytes()
     proc = run_cli("glora-train", "experiment=smoke", f"paths.cache={cache}", f"paths.runs={tmp_path}", "trainer.epochs=1", cwd=tmp_path)

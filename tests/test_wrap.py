@@ -4,8 +4,8 @@ import timm
 import torch
 
 from conftest import TINY_VIT, make_vit
-from spaces import Layout, LayoutError, Space
-from supernet import GLoRALinear, glora_layers, merge, merged_inference, reseed, set_layout, support_parameters, wrap
+from glora.spaces import Layout, LayoutError, Space
+from glora.supernet import GLoRALinear, glora_layers, merge, merged_inference, reseed, set_layout, support_parameters, wrap
 
 SWIN = dict(img_size=32, patch_size=2, window_size=4, embed_dim=24, depths=(1, 1), num_heads=(2, 4), num_classes=5)
 MODELS = {

@@ -1,15 +1,8 @@
-"""`glora-retrain`: retrain a layout from the pretrained backbone, merge it, export a plain
-timm model.
-
-    glora-retrain layout=runs/search/<time>/layout.json           # VTAB protocol: train+val, report test
-    glora-retrain layout=my.json retrain.protocol=val            # train on train, report val
-    glora-retrain layout=... retrain.budget=20000                # refuse a layout above a budget
-
-Writes model.safetensors (the merged weights of the plain timm architecture), model.json
+"""Retraining a layout from the pretrained backbone, then merge and export a plain timm
+model: model.safetensors (the merged weights of the plain timm architecture), model.json
 (timm name, kwargs, num_classes, layout hash: all a user needs to rebuild it without this
-project) and metrics.json (test accuracy merged and unmerged, trainable params, the
-merged-vs-unmerged max logit difference measured at export).
-"""
+project) and metrics.json (accuracy merged and unmerged, trainable params, the
+merged-vs-unmerged max logit difference measured at export)."""
 from __future__ import annotations
 
 import logging
@@ -17,22 +10,21 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional
 
-import hydra
 import torch
-from hydra.core.config_store import ConfigStore
-from omegaconf import DictConfig
 
-from spaces import Layout, write_json_atomic
+from glora.run import distributed
+from glora.run.checkpoint import save_weights
+from glora.run.device import pick_device
+from glora.run.errors import JobError
+from glora.run.io import ensure_writable, write_json_atomic
+from glora.spaces import Layout
+from glora.supernet import merge, set_layout
+from glora.training import Checkpoint, RunFiles, fit, predict
 
-from . import distributed
-from .backbone import ModelConfig, PretrainConfig
-from .checkpoint import save_weights
-from .data import DataConfig
-from .engine import OptimConfig, TrainerConfig, pick_device, predict
-from .errors import JobError
-from .jobs import CONF_DIR, PathsConfig, ensure_writable, run_job
-from .train import fit, wrapped_backbone
-from .wrap import merge, set_layout
+from .config import TrainingJobConfig
+from .setup import wrapped_backbone
+
+__all__ = ["PROTOCOLS", "RetrainConfig", "RetrainJobConfig", "retrain"]
 
 log = logging.getLogger(__name__)
 
@@ -46,16 +38,10 @@ class RetrainConfig:
 
 
 @dataclass
-class RetrainJobConfig:
+class RetrainJobConfig(TrainingJobConfig):
     task_name: str = "retrain"
     layout: Optional[str] = None  # a glora-layout/1 JSON (a search's layout.json or your own)
     retrain: RetrainConfig = field(default_factory=RetrainConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    trainer: TrainerConfig = field(default_factory=TrainerConfig)
-    paths: PathsConfig = field(default_factory=PathsConfig)
 
 
 def retrain(cfg: RetrainJobConfig, run_dir: Path) -> dict:
@@ -71,13 +57,14 @@ def retrain(cfg: RetrainJobConfig, run_dir: Path) -> dict:
             f"layout {cfg.layout} has {layout.trainable_params} trainable params, above retrain.budget={int(cfg.retrain.budget)}; "
             "search again under that budget or raise it"
         )
-    model, spec, task = wrapped_backbone(cfg.model, cfg.pretrain, cfg.paths.cache, cfg.data, layout.space, cfg.trainer.seed)
+    model, spec, task = wrapped_backbone(cfg, layout.space)
     layout = set_layout(model, layout)  # one LayoutError for a layout of another model or space
     identity = {"model": spec.name, "kwargs": spec.kwargs, "num_classes": task.num_classes, "layout_hash": layout.hash}
     train_split, report_split = PROTOCOLS[cfg.retrain.protocol]
     summary = {"identity": identity, "backbone": spec.to_dict(), "config": asdict(cfg)}
-    fit(model, task, cfg.optim, cfg.trainer, run_dir, identity, summary, (train_split, report_split), "retrain.safetensors",
-        f"retraining {layout.hash} on {task.name}")
+    callbacks = (Checkpoint(run_dir, identity, "retrain.safetensors"),
+                 RunFiles(run_dir, f"retraining {layout.hash} on {task.name}", summary, cfg.trainer.seed))
+    fit(model, task, cfg.optim, cfg.trainer, (train_split, report_split), callbacks)
 
     # ---- merge, check, export ------------------------------------------------------------
     device = pick_device(cfg.trainer.device)
@@ -109,14 +96,3 @@ def retrain(cfg: RetrainJobConfig, run_dir: Path) -> dict:
              metrics[f"{report_split}_acc"], metrics[f"{report_split}_acc_unmerged"], max_diff, run_dir / "model.safetensors")
     return metrics
 
-
-ConfigStore.instance().store(name="retrain_schema", node=RetrainJobConfig)
-
-
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="retrain")
-def hydra_main(cfg: DictConfig) -> float:
-    metrics = run_job(retrain, cfg)
-    return metrics[f"{metrics['report_split']}_acc"]
-
-
-main = distributed.entry_point(hydra_main)  # the console script: torchrun-aware

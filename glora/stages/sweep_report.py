@@ -1,4 +1,4 @@
-"""`glora-sweep-report`: collect the runs of a search sweep into one table and plot.
+"""A search sweep's runs collected into one table and plot.
 
     glora-search --multirun supernet=runs/train/<time> search.budget=5e3,1e4,2e4
     glora-sweep-report runs/search/multirun/<time>
@@ -8,10 +8,8 @@ one line per strategy) into the sweep dir.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import logging
-import sys
 from pathlib import Path
 
 import matplotlib
@@ -20,13 +18,14 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from supernet.checkpoint import atomic_write  # noqa: E402
+from glora.run.errors import JobError  # noqa: E402
+from glora.run.io import atomic_write, write_text_atomic  # noqa: E402
+from glora.run.plots import Drawn, save_figure  # noqa: E402
+from glora.search.report import markdown_table  # noqa: E402
 
-from .report import markdown_table  # noqa: E402
+log = logging.getLogger(__name__)
 
-log = logging.getLogger("glora.sweep")
-
-__all__ = ["collect", "main"]
+__all__ = ["collect", "plot", "report_sweep"]
 
 
 def collect(sweep_dir: str | Path) -> pd.DataFrame:
@@ -40,11 +39,12 @@ def collect(sweep_dir: str | Path) -> pd.DataFrame:
         rows.append({"run": str(run.relative_to(sweep_dir)), **{k: metrics[k] for k in (
             "strategy", "budget", "min_params", "best_val_acc", "best_trainable_params", "evaluations", "seconds", "task")}})
     if not rows:
-        raise FileNotFoundError(f"no finished glora-search runs (metrics.json + layout.json) under {sweep_dir}")
+        raise JobError(f"no finished glora-search runs (metrics.json + layout.json) under {sweep_dir}")
     return pd.DataFrame(rows).sort_values(["strategy", "budget"]).reset_index(drop=True)
 
 
-def plot(table: pd.DataFrame, path: Path) -> None:
+def plot(table: pd.DataFrame, path: Path) -> Drawn:
+    """Best val accuracy against budget, one line per strategy."""
     fig, ax = plt.subplots(figsize=(6, 4))
     for strategy, rows in table.groupby("strategy"):
         ax.plot(rows["budget"], rows["best_val_acc"], marker="o", label=strategy)
@@ -53,23 +53,17 @@ def plot(table: pd.DataFrame, path: Path) -> None:
     ax.set_ylabel("best val accuracy")
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
-    plt.close(fig)
+    return save_figure(fig, path)
 
 
-def main(argv: list[str] | None = None) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    parser = argparse.ArgumentParser(prog="glora-sweep-report", description=__doc__.split("\n")[0])
-    parser.add_argument("sweep_dir", help="a glora-search --multirun dir (runs/search/multirun/<time>)")
-    args = parser.parse_args(argv)
-    sweep = Path(args.sweep_dir)
-    try:
-        table = collect(sweep)
-    except FileNotFoundError as err:
-        log.error("%s", err)
-        sys.exit(1)
+def report_sweep(sweep_dir: str | Path) -> pd.DataFrame:
+    """Write sweep.csv, sweep.md and sweep.png into ``sweep_dir``; returns the table."""
+    sweep = Path(sweep_dir)
+    if not sweep.is_dir():
+        raise JobError(f"sweep dir {str(sweep)!r} does not exist; point at a glora-search --multirun dir (runs/search/multirun/<time>)")
+    table = collect(sweep)
     atomic_write(sweep / "sweep.csv", lambda tmp: table.to_csv(tmp, index=False))
-    atomic_write(sweep / "sweep.md", lambda tmp: Path(tmp).write_text(markdown_table(table) + "\n"))
+    write_text_atomic(sweep / "sweep.md", markdown_table(table) + "\n")
     plot(table, sweep / "sweep.png")
     log.info("%s\n\nwrote %s, sweep.md, sweep.png", table.to_string(index=False), sweep / "sweep.csv")
+    return table

@@ -1,4 +1,4 @@
-"""`glora-pipeline`: the whole engine end to end, the main job.
+"""The whole engine end to end, the main job.
 
 pretrain (cached) → supernet training → search → retrain → merge → export, for each task
 of ``pipeline.tasks`` and each budget of ``pipeline.budgets``; every stage's files sit in
@@ -16,19 +16,18 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-import hydra
 import pandas as pd
-from hydra.core.config_store import ConfigStore
-from omegaconf import DictConfig
 
-from spaces import write_json_atomic
-from supernet.checkpoint import atomic_write
-from supernet.jobs import CONF_DIR, run_job
-from supernet.retrain import RetrainConfig, RetrainJobConfig, retrain
-from supernet.train import TrainConfig, train
+from glora.run.io import atomic_write, write_json_atomic, write_text_atomic
+from glora.search import SearchConfig
+from glora.search.report import markdown_table
 
-from .job import SearchConfig, SearchJobConfig, run_search
-from .report import markdown_table
+from .config import narrow
+from .retrain import RetrainConfig, RetrainJobConfig, retrain
+from .search import SearchJobConfig, run_search
+from .train import TrainJobConfig, train_supernet
+
+__all__ = ["PipelineConfig", "PipelineJobConfig", "run_pipeline"]
 
 log = logging.getLogger(__name__)
 
@@ -40,12 +39,12 @@ class PipelineConfig:
 
 
 @dataclass
-class PipelineJobConfig(TrainConfig):
+class PipelineJobConfig(TrainJobConfig):
     """Supernet training's sections, plus the search, the retraining and what to loop over."""
 
     task_name: str = "pipeline"
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
-    search: SearchConfig = field(default_factory=SearchConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)  # a strategy: search=evolution | random | optuna
     retrain: RetrainConfig = field(default_factory=RetrainConfig)
 
 
@@ -56,17 +55,15 @@ def run_pipeline(cfg: PipelineJobConfig, run_dir: Path) -> pd.DataFrame:
         data = replace(cfg.data, task=task)
         train_dir = run_dir / f"train-{task}"
         log.info("== %s: supernet training -> %s", task, train_dir)
-        train(TrainConfig(model=cfg.model, pretrain=cfg.pretrain, data=data, space=cfg.space, optim=cfg.optim,
-                          trainer=cfg.trainer, paths=cfg.paths), train_dir)
+        train_supernet(narrow(cfg, TrainJobConfig, data=data, resume=None), train_dir)
         for budget in cfg.pipeline.budgets:
             tag = f"{task}-{int(budget)}"
             log.info("== %s: search under %d params", task, int(budget))
-            found = run_search(SearchJobConfig(supernet=str(train_dir), search=replace(cfg.search, budget=budget),
-                                               trainer=cfg.trainer, paths=cfg.paths), run_dir / f"search-{tag}")
+            found = run_search(narrow(cfg, SearchJobConfig, supernet=str(train_dir), search=replace(cfg.search, budget=budget), resume=None),
+                               run_dir / f"search-{tag}")
             log.info("== %s: retrain, merge, export", tag)
-            done = retrain(RetrainJobConfig(layout=str(run_dir / f"search-{tag}" / "layout.json"), retrain=replace(cfg.retrain, budget=budget),
-                                            model=cfg.model, pretrain=cfg.pretrain, data=data, optim=cfg.optim,
-                                            trainer=cfg.trainer, paths=cfg.paths), run_dir / f"retrain-{tag}")
+            done = retrain(narrow(cfg, RetrainJobConfig, layout=str(run_dir / f"search-{tag}" / "layout.json"), data=data,
+                                  retrain=replace(cfg.retrain, budget=budget), resume=None), run_dir / f"retrain-{tag}")
             split = done["report_split"]
             rows.append({
                 "task": task, "budget": int(budget), "trainable_params": done["trainable_params"],
@@ -79,22 +76,13 @@ def run_pipeline(cfg: PipelineJobConfig, run_dir: Path) -> pd.DataFrame:
     atomic_write(run_dir / "pipeline.csv", lambda tmp: table.to_csv(tmp, index=False))
     write_json_atomic(run_dir / "metrics.json", {"rows": rows, "seconds": round(seconds, 1)})
     plots = [f"![{name}]({d}/{name}.png)" for d in sorted(p.name for p in run_dir.glob("search-*")) for name in ("pareto", "layout_heatmap")]
-    report = "\n".join([
+    write_text_atomic(run_dir / "report.md", "\n".join([
         "# GLoRA pipeline", "",
         f"Tasks {cfg.pipeline.tasks}, budgets {[int(b) for b in cfg.pipeline.budgets]}, {seconds:.0f} s in all. "
         "`search_val_acc`: the best layout's val accuracy on the supernet; then the layout retrained from the "
         "pretrained backbone, before and after merging into the plain timm model.", "",
         markdown_table(table), "", *plots, "",
-    ])
-    atomic_write(run_dir / "report.md", lambda tmp: Path(tmp).write_text(report))
+    ]))
     log.info("\n%s\n\nreport: %s (%.0f s)", table.drop(columns=["layout_hash"]).to_string(index=False), run_dir / "report.md", seconds)
     return table
 
-
-ConfigStore.instance().store(name="pipeline_schema", node=PipelineJobConfig)
-
-
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="pipeline")
-def main(cfg: DictConfig) -> float:
-    table = run_job(run_pipeline, cfg)
-    return float(table.iloc[:, 5].mean())

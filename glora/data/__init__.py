@@ -17,7 +17,7 @@ from torch.utils.data import (
 )
 from torchvision import transforms
 
-from ..errors import DataError
+from glora.run.errors import DataError
 from .embedded import SOURCE_TASK, TARGET_TASKS, TASKS, make_task
 from .folders import FileListDataset, imagefolder_split, vtab1k_split
 

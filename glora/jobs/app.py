@@ -1,31 +1,38 @@
-"""Hydra glue shared by every job: paths config, the run-dir resolver, and the thin
-``main`` wrapper that turns a user-fixable error into one line and exit code 1."""
+"""Hydra glue every job shares: where the configs are, the schemas they are checked
+against, the run-dir resolvers, and ``run_job``: config → dataclass → a stage function,
+with a user-fixable error ending as one line and exit code 1."""
 from __future__ import annotations
 
+import importlib.resources
 import logging
 import sys
-import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch.distributed
+from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from spaces import LayoutError, SpaceError
+from glora.run.distributed import is_main, quiet_other_ranks, rank, run_stamp
+from glora.run.errors import JobError
+from glora.run.io import ensure_writable
+from glora.search import STRATEGIES
+from glora.spaces import LayoutError, SpaceError
+from glora.stages.pipeline import PipelineJobConfig
+from glora.stages.pretrain import PretrainJobConfig
+from glora.stages.retrain import RetrainJobConfig
+from glora.stages.search import SearchJobConfig
+from glora.stages.train import TrainJobConfig
 
-from .distributed import is_main, quiet_other_ranks, rank, run_stamp
-from .errors import JobError
-
-__all__ = ["CONF_DIR", "CheckOutputDir", "PathsConfig", "ensure_writable", "run_job"]
+__all__ = ["CONF_DIR", "CheckOutputDir", "run_job"]
 
 log = logging.getLogger("glora")
 
-#: conf/ beside the packages (found after ``pip install -e .`` from a clone).
-CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+#: The jobs' configs (the ``conf/`` folder, installed as the package data ``glora.conf``).
+CONF_DIR = str(importlib.resources.files("glora.conf"))
 
 # ``${first:${resume},runs/...}``: the first value that is not null (resume into an old run dir).
 if not OmegaConf.has_resolver("first"):
@@ -34,11 +41,13 @@ if not OmegaConf.has_resolver("first"):
 if not OmegaConf.has_resolver("run_stamp"):
     OmegaConf.register_new_resolver("run_stamp", run_stamp, use_cache=True)  # one value per config, as Hydra's `now`
 
-
-@dataclass
-class PathsConfig:
-    runs: str = "runs"  # every job's run dir lives under here
-    cache: str = "runs/cache"  # the embedded backbone, pretrained once
+# Every schema a config is checked against: one per job, one per search strategy.
+_store = ConfigStore.instance()
+for _name, _node in {"pretrain": PretrainJobConfig, "train": TrainJobConfig, "search": SearchJobConfig,
+                     "retrain": RetrainJobConfig, "pipeline": PipelineJobConfig}.items():
+    _store.store(name=f"{_name}_schema", node=_node)
+for _name, _node in STRATEGIES.items():
+    _store.store(group="search", name=f"{_name}_schema", node=_node)
 
 
 def run_job(job: Callable[[Any, Path], Any], cfg: DictConfig) -> Any:
@@ -58,16 +67,6 @@ def run_job(job: Callable[[Any, Path], Any], cfg: DictConfig) -> Any:
             "continue with resume=%s", rank(), str(err).splitlines()[0], run_dir, run_dir,
         )
         sys.exit(1)
-
-
-def ensure_writable(folder: Path) -> None:
-    """Fail at start, not at export, when the output dir cannot be written."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
-            pass
-    except OSError as err:
-        raise JobError(f"output dir {folder} is not writable ({err.strerror}); point paths.runs or hydra.run.dir elsewhere") from None
 
 
 class CheckOutputDir(Callback):

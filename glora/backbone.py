@@ -1,8 +1,8 @@
-"""The frozen backbone every job starts from: the embedded default (pretrained here, once,
-and cached) or a timm model by name with a local checkpoint file — never a hub download."""
+"""The frozen backbone every job starts from, and the one door to ``timm.create_model``:
+the embedded default (read from its cache; making it is ``glora.embedded_backbone``'s job)
+or a timm model by name with a local checkpoint file — never a hub download."""
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from dataclasses import asdict, dataclass, field
@@ -14,11 +14,12 @@ from timm.data import resolve_data_config
 from timm.models import load_state_dict
 from torch import nn
 
-from . import distributed
-from .data import Preprocess
-from .errors import CheckpointError
+from glora.data import Preprocess
+from glora.run.errors import CheckpointError
 
-__all__ = ["ModelConfig", "PretrainConfig", "BackboneSpec", "load_backbone", "classifier_name", "embedded_cache_dir"]
+__all__ = ["ModelConfig", "BackboneSpec", "EMBEDDED", "build_model", "classifier_name", "create_model", "load_backbone"]
+
+EMBEDDED = "embedded"  # model.name of the embedded default backbone
 
 log = logging.getLogger(__name__)
 
@@ -33,25 +34,6 @@ class ModelConfig:
     kwargs: dict[str, Any] = field(default_factory=dict)
     checkpoint: Optional[str] = None
     pretrained: bool = True
-
-
-@dataclass
-class PretrainConfig:
-    """The embedded default backbone: a small timm ViT trained on the procedural source task."""
-
-    name: str = "vit_tiny_patch16_224"
-    kwargs: dict[str, Any] = field(
-        default_factory=lambda: {"img_size": 32, "patch_size": 4, "embed_dim": 64, "depth": 4, "num_heads": 4}
-    )
-    task: str = "shapes"
-    train_size: int = 16000
-    steps: int = 600
-    batch_size: int = 128
-    lr: float = 2e-3
-    weight_decay: float = 0.05
-    warmup_steps: int = 60
-    label_smoothing: float = 0.1
-    seed: int = 0
 
 
 @dataclass
@@ -77,12 +59,6 @@ class BackboneSpec:
             Preprocess(pre["img_size"], tuple(pre["mean"]), tuple(pre["std"])),
             data["source"], data.get("checkpoint"),
         )
-
-
-def embedded_cache_dir(cfg: PretrainConfig, cache_root: str | Path) -> Path:
-    """One cache folder per pretraining recipe: change the recipe, get a new backbone."""
-    key = hashlib.sha1(json.dumps(asdict(cfg), sort_keys=True).encode()).hexdigest()[:10]
-    return Path(cache_root) / f"backbone-{key}"
 
 
 def classifier_name(model: nn.Module) -> str:
@@ -119,30 +95,36 @@ def _load_weights(model: nn.Module, path: Path, what: str) -> None:
         raise CheckpointError(f"{what} {str(path)!r} does not fit {name}: {first}") from None
 
 
-def build_model(spec: BackboneSpec, num_classes: int) -> nn.Module:
-    return timm.create_model(spec.name, pretrained=False, num_classes=num_classes, **spec.kwargs)
-
-
-def load_backbone(cfg: ModelConfig, pretrain: PretrainConfig, cache_root: str | Path, num_classes: int) -> tuple[nn.Module, BackboneSpec]:
-    """The pretrained backbone with a fresh ``num_classes`` head, and how it was made."""
-    if cfg.name == "embedded":
-        folder = embedded_cache_dir(pretrain, cache_root)
-        if distributed.is_main() and not (folder / "backbone.json").is_file():
-            from .pretrain import pretrain_backbone  # a stage upstream of this one
-
-            log.info("no cached embedded backbone in %s: pretraining it once", folder)
-            pretrain_backbone(pretrain, folder)
-        distributed.barrier()  # under torchrun the other ranks wait for rank 0's cache
-        spec = BackboneSpec.from_dict(json.loads((folder / "backbone.json").read_text()))
-        model = build_model(spec, num_classes)
-        _load_weights(model, folder / "backbone.safetensors", "cached embedded backbone")
-        return model, spec
+def create_model(name: str, num_classes: int, **kwargs: Any) -> nn.Module:
+    """``timm.create_model`` at random init (weights only ever come from local files);
+    a bad name or kwargs is one clear error."""
     try:
-        model = timm.create_model(cfg.name, pretrained=False, num_classes=num_classes, **cfg.kwargs)
+        return timm.create_model(name, pretrained=False, num_classes=num_classes, **kwargs)
     except RuntimeError as err:
-        raise CheckpointError(f"model.name={cfg.name!r}: {err}") from None
+        raise CheckpointError(f"model.name={name!r}: {err}") from None
     except TypeError as err:
-        raise CheckpointError(f"model.kwargs do not fit {cfg.name!r}: {err}") from None
+        raise CheckpointError(f"model.kwargs do not fit {name!r}: {err}") from None
+
+
+def build_model(spec: BackboneSpec, num_classes: int) -> nn.Module:
+    """The architecture ``spec`` records, with a fresh ``num_classes`` head."""
+    return create_model(spec.name, num_classes, **spec.kwargs)
+
+
+def load_backbone(cfg: ModelConfig, num_classes: int, embedded_dir: Path | None = None) -> tuple[nn.Module, BackboneSpec]:
+    """The pretrained backbone with a fresh ``num_classes`` head, and how it was made. The
+    embedded one is read from ``embedded_dir``; it is made beforehand, never here."""
+    if cfg.name == EMBEDDED:
+        if embedded_dir is None or not (embedded_dir / "backbone.json").is_file():
+            raise CheckpointError(
+                f"no embedded backbone in {embedded_dir}: run glora-pretrain first (every job does this itself), "
+                "or point model.name / model.checkpoint at a timm model"
+            )
+        spec = BackboneSpec.from_dict(json.loads((embedded_dir / "backbone.json").read_text()))
+        model = build_model(spec, num_classes)
+        _load_weights(model, embedded_dir / "backbone.safetensors", "cached embedded backbone")
+        return model, spec
+    model = create_model(cfg.name, num_classes, **cfg.kwargs)
     data = resolve_data_config({}, model=model)
     img_size = getattr(getattr(model, "patch_embed", None), "img_size", None) or data["input_size"][-2:]
     pre = Preprocess(int(img_size[0]), tuple(data["mean"]), tuple(data["std"]))

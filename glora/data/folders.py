@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from ..errors import DataError
+from glora.run.errors import DataError
 
 __all__ = ["VTAB_SPLIT_FILES", "FileListDataset", "vtab1k_split", "imagefolder_split", "IMAGE_EXTENSIONS"]
 
@@ -29,7 +29,6 @@ class FileListDataset(Dataset):
     def __init__(self, items: list[tuple[Path, int]], transform: Callable[[Image.Image], torch.Tensor]):
         self.items = items
         self.transform = transform
-        self.labels = [label for _, label in items]
 
     def __len__(self) -> int:
         return len(self.items)

@@ -1,0 +1,1 @@
+"""The Hydra configs of the jobs, shipped as package data (``glora.conf``)."""

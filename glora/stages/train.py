@@ -1,0 +1,88 @@
+"""Supernet training: every step trains one random layout (each layer's A–E drawn by a
+generator seeded from the run seed and the step, so resumed and multi-process runs draw
+the same layouts); the head trains alongside. Every epoch ends with an atomic checkpoint
+in the run dir. ``load_trained`` rebuilds a finished run for the stages after it."""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+
+from glora.backbone import BackboneSpec, build_model
+from glora.data import TaskData, build_task
+from glora.run import distributed
+from glora.run.checkpoint import WEIGHTS, load_weights
+from glora.run.errors import CheckpointError
+from glora.run.io import write_json_atomic
+from glora.spaces import Space, SpaceConfig
+from glora.supernet import wrap
+from glora.training import Checkpoint, RunFiles, fit
+
+from .config import TrainingJobConfig
+from .setup import wrapped_backbone
+
+__all__ = ["TrainJobConfig", "TrainedSupernet", "load_trained", "train_supernet"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainJobConfig(TrainingJobConfig):
+    task_name: str = "train"
+    space: SpaceConfig = field(default_factory=SpaceConfig)
+
+
+def train_supernet(cfg: TrainJobConfig, run_dir: Path) -> dict:
+    """Train (or resume) a supernet in ``run_dir``; returns the final metrics."""
+    if cfg.resume and not (Path(cfg.resume) / WEIGHTS).is_file():
+        raise CheckpointError(f"resume={cfg.resume!r} holds no {WEIGHTS}: nothing to resume from")
+    space = cfg.space.build()
+    model, spec, task = wrapped_backbone(cfg, space)
+    identity = {"model": spec.name, "kwargs": spec.kwargs, "num_classes": task.num_classes, "space": space.to_dict()}
+    summary = {"identity": identity, "backbone": spec.to_dict(), "config": asdict(cfg)}
+    callbacks = (Checkpoint(run_dir, identity), RunFiles(run_dir, f"supernet training: {task.name}", summary, cfg.trainer.seed))
+    history = fit(model, task, cfg.optim, cfg.trainer, callbacks=callbacks)
+    metrics = {"epochs_done": len(history), "complete": len(history) >= cfg.trainer.epochs,
+               **({k: v for k, v in history[-1].items() if "/" in k} if history else {})}
+    if distributed.is_main():
+        write_json_atomic(run_dir / "metrics.json", metrics)
+        log.info("supernet written to %s", run_dir)
+    return metrics
+
+
+@dataclass
+class TrainedSupernet:
+    """A finished (or interrupted) supernet training run, loaded for the stages after it."""
+
+    run_dir: Path
+    model: torch.nn.Module  # wrapped, weights loaded, eval mode
+    space: Space
+    task: TaskData
+    config: TrainJobConfig
+
+
+def load_trained(run_dir: str | Path, device: torch.device | str = "cpu") -> TrainedSupernet:
+    """Rebuild a supernet from its run dir alone: architecture from ``train_state.json``,
+    every weight (backbone included) from ``supernet.safetensors``."""
+    run_dir = Path(run_dir)
+    state_file = run_dir / "train_state.json"
+    if not run_dir.is_dir() or not state_file.is_file() or not (run_dir / WEIGHTS).is_file():
+        raise CheckpointError(f"{str(run_dir)!r} is not a glora-train run dir (needs train_state.json and {WEIGHTS})")
+    try:
+        saved = json.loads(state_file.read_text())
+        cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(TrainJobConfig), saved["config"]))
+        spec = BackboneSpec.from_dict(saved["backbone"])
+        identity = saved["identity"]
+    except (ValueError, KeyError, TypeError) as err:
+        raise CheckpointError(f"{state_file} is corrupt or from another version ({err})") from None
+    space = Space.from_dict(identity["space"])
+    task = build_task(cfg.data, spec.preprocess)
+    model = build_model(spec, identity["num_classes"])
+    wrap(model, space, seed=cfg.trainer.seed)
+    load_weights(run_dir / WEIGHTS, model, identity)
+    model.to(device).eval()
+    return TrainedSupernet(run_dir, model, space, task, cfg)

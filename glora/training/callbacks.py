@@ -1,0 +1,73 @@
+"""What a run keeps of a training loop: its checkpoint (restored at start, written every
+epoch) and the files people read (metrics.csv, train_curves.png, train_state.json).
+Rank 0 alone writes; every rank restores."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+from glora.run import distributed
+from glora.run.checkpoint import WEIGHTS, load_checkpoint, save_checkpoint
+from glora.run.io import atomic_write, write_json_atomic
+from glora.run.plots import plot_curves
+
+from .loop import LoopState
+
+__all__ = ["Checkpoint", "RunFiles"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Checkpoint:
+    """Resume from ``run_dir`` when it holds a checkpoint; write one after every epoch."""
+
+    run_dir: Path
+    identity: dict[str, Any]  # what the weights must match to be loaded (model, classes, space, ...)
+    weights: str = WEIGHTS
+
+    def on_fit_start(self, state: LoopState) -> None:
+        if not (self.run_dir / self.weights).is_file():
+            return
+        progress, saved = load_checkpoint(self.run_dir, state.model, self.identity, self.weights)
+        state.optimizer.load_state_dict(saved["optimizer"])
+        state.schedule.load_state_dict(saved["scheduler"])
+        torch.set_rng_state(saved["torch_rng"])
+        state.epoch, state.step, state.history = progress["epoch"], progress["step"], progress["history"]
+        log.info("resuming %s from epoch %d (step %d)", self.run_dir, state.epoch, state.step)
+
+    def on_epoch_end(self, state: LoopState) -> None:
+        if not distributed.is_main():
+            return
+        progress = {"epoch": state.epoch, "step": state.step, "history": state.history}
+        saved = {"optimizer": state.optimizer.state_dict(), "scheduler": state.schedule.state_dict(), "torch_rng": torch.get_rng_state()}
+        save_checkpoint(self.run_dir, state.model, self.identity, progress, saved, self.weights)
+
+
+@dataclass
+class RunFiles:
+    """metrics.csv, train_curves.png and train_state.json (progress + ``summary``: how
+    to rebuild the model, the config) after every epoch."""
+
+    run_dir: Path
+    title: str
+    summary: dict[str, Any] = field(default_factory=dict)
+    seed: int = 0
+
+    def on_fit_start(self, state: LoopState) -> None:
+        pass
+
+    def on_epoch_end(self, state: LoopState) -> None:
+        if not distributed.is_main():
+            return
+        table = pd.DataFrame(state.history)
+        atomic_write(self.run_dir / "metrics.csv", lambda tmp: table.to_csv(tmp, index=False))
+        plot_curves(table, self.run_dir / "train_curves.png", self.title)
+        write_json_atomic(self.run_dir / "train_state.json", {
+            "epoch": state.epoch, "step": state.step, "history": state.history, "epochs": state.epochs, "seed": self.seed, **self.summary,
+        })

@@ -1,0 +1,168 @@
+"""The one training loop: pretraining, supernet training and retraining all run through
+``fit``. It reads top to bottom — set up, (maybe) restore, then per epoch: train, evaluate,
+hand the state to the callbacks — and returns its history. Checkpoints, CSVs and plots
+are callbacks (``glora.training.callbacks``), not the loop's business."""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Optional, Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from glora.data import TaskData
+from glora.run import distributed
+from glora.run.device import autocast, pick_device
+from glora.run.errors import TrainingError
+from glora.supernet import is_wrapped, reseed
+
+from .inference import evaluate
+
+__all__ = ["Callback", "LoopState", "OptimConfig", "TrainerConfig", "fit", "step_seed", "warmup_cosine", "EVAL_SEED"]
+
+log = logging.getLogger(__name__)
+
+EVAL_SEED = 12345  # a supernet's validation always sees the same sequence of random subnets
+
+
+@dataclass
+class OptimConfig:
+    """AdamW with linear warm-up then cosine decay."""
+
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    warmup_epochs: float = 2.0
+    min_lr_ratio: float = 0.0
+
+
+@dataclass
+class TrainerConfig:
+    """How long, on what device, from which seed."""
+
+    epochs: int = 30
+    max_steps: Optional[int] = None  # end training (and the schedule) after this many steps
+    label_smoothing: float = 0.0
+    seed: int = 0
+    device: str = "auto"
+    stop_after_epochs: Optional[int] = None  # end this process early; `resume=` continues
+
+
+def warmup_cosine(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int, min_ratio: float = 0.0):
+    """Linear warm-up then cosine decay to ``min_ratio`` of the base learning rate."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / max(1, warmup_steps)
+        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def step_seed(run_seed: int, step: int) -> int:
+    """The seed of one training step's random layout: same on every rank and after resume."""
+    return (run_seed * 1_000_003 + step) % (2**63 - 1)
+
+
+@dataclass
+class LoopState:
+    """Everything a callback may read (or, on restore, set)."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    schedule: torch.optim.lr_scheduler.LRScheduler
+    epochs: int
+    epoch: int = 0  # epochs done
+    step: int = 0
+    history: list[dict] = field(default_factory=list)
+
+
+class Callback(Protocol):
+    def on_fit_start(self, state: LoopState) -> None: ...  # may restore a checkpoint into ``state``
+
+    def on_epoch_end(self, state: LoopState) -> None: ...
+
+
+def fit(
+    model: nn.Module, task: TaskData, optim: OptimConfig, trainer: TrainerConfig,
+    splits: tuple[str, str] = ("train", "val"), callbacks: tuple[Callback, ...] = (), local: bool = False,
+) -> list[dict]:
+    """Train ``model``'s trainable parameters on ``splits[0]``, evaluate on ``splits[1]``
+    after every epoch; returns the history (one dict per epoch). A GLoRA supernet draws
+    each step's layout from a generator seeded by (seed, step), so resumed and
+    multi-process runs draw the same layouts; fixed layouts and plain models ignore it.
+    Under torchrun, gradients are averaged over ranks: N ranks × batch b == one process
+    × batch N·b; ``local`` trains in this process alone even there (rank 0 making the
+    embedded backbone while the others wait)."""
+    train_split, eval_split = splits
+    device = pick_device(trainer.device)
+    model.to(device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    supernet = is_wrapped(model)
+    sync = not local and distributed.world_size() > 1
+    rank, world = (distributed.rank(), distributed.world_size()) if sync else (0, 1)
+    steps_per_epoch = len(task.loader(train_split, train=True, rank=rank, world=world))
+    total_steps = trainer.epochs * steps_per_epoch if trainer.max_steps is None else min(trainer.max_steps, trainer.epochs * steps_per_epoch)
+    optimizer = torch.optim.AdamW(params, lr=optim.lr, weight_decay=optim.weight_decay)
+    schedule = warmup_cosine(optimizer, round(optim.warmup_epochs * steps_per_epoch), total_steps, optim.min_lr_ratio)
+    state = LoopState(model, optimizer, schedule, trainer.epochs)
+    for callback in callbacks:
+        callback.on_fit_start(state)
+
+    last_epoch = trainer.epochs if trainer.stop_after_epochs is None else min(trainer.epochs, state.epoch + trainer.stop_after_epochs)
+    for epoch in range(state.epoch, last_epoch):
+        if state.step >= total_steps:
+            break
+        start = time.time()
+        model.train()
+        loss_sum, correct, seen = 0.0, 0, 0
+        loader = task.loader(train_split, train=True, seed=trainer.seed * 1000 + epoch, rank=rank, world=world)
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{trainer.epochs}", unit="step", dynamic_ncols=True, disable=not distributed.is_main())
+        for images, labels in bar:
+            images, labels = images.to(device), labels.to(device)
+            if supernet:
+                reseed(model, step_seed(trainer.seed, state.step))
+            with autocast(device):
+                logits = model(images)
+                loss = F.cross_entropy(logits.float(), labels, label_smoothing=trainer.label_smoothing)
+            loss_value = loss.item()
+            mean_loss = distributed.all_reduce_sum([loss_value], device)[0] / world if sync else loss_value  # every rank stops together
+            if not math.isfinite(mean_loss):
+                raise TrainingError(
+                    f"loss is {mean_loss} at step {state.step} (epoch {epoch + 1}); training stopped. "
+                    f"The last good checkpoint ({f'epoch {epoch}' if epoch else 'none yet'}) is kept; lower optim.lr or check the data"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if sync:
+                distributed.average_gradients(params)
+            optimizer.step()
+            schedule.step()
+            state.step += 1
+            loss_sum += loss_value * labels.numel()
+            correct += (logits.argmax(-1) == labels).sum().item()
+            seen += labels.numel()
+            if state.step >= total_steps:
+                break
+        bar.close()
+        if sync:
+            loss_sum, correct, seen = distributed.all_reduce_sum([loss_sum, correct, seen], device)
+        if supernet:
+            reseed(model, EVAL_SEED)
+        scores = evaluate(model, task.loader(eval_split), device)
+        state.history.append({
+            "epoch": epoch + 1, "step": state.step, "train/loss": loss_sum / seen, "train/acc": correct / seen,
+            f"{eval_split}/loss": scores["loss"], f"{eval_split}/acc": scores["acc"], "lr": schedule.get_last_lr()[0],
+            "seconds": round(time.time() - start, 3),
+        })
+        state.epoch = epoch + 1
+        log.info("epoch %d: train loss %.4f acc %.3f | %s acc %.3f", epoch + 1, state.history[-1]["train/loss"],
+                 state.history[-1]["train/acc"], eval_split, scores["acc"])
+        for callback in callbacks:
+            callback.on_epoch_end(state)
+    return state.history
