@@ -6,6 +6,7 @@ import importlib.metadata
 import os
 import platform
 import re
+from pathlib import Path
 
 import torch
 

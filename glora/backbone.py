@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -15,6 +17,7 @@ from timm.models import load_state_dict
 from torch import nn
 
 from glora.data import Preprocess
+from glora.packaged_weights import PREFIX, packaged_checkpoint
 from glora.run.errors import CheckpointError
 
 __all__ = ["ModelConfig", "BackboneSpec", "EMBEDDED", "build_model", "classifier_name", "create_model", "load_backbone"]
@@ -32,8 +35,9 @@ class ModelConfig:
 
     name: str = "embedded"
     kwargs: dict[str, Any] = field(default_factory=dict)
-    checkpoint: Optional[str] = None
+    checkpoint: Optional[str] = None  # a local file, or package:<name> (glora.packaged_weights)
     pretrained: bool = True
+    img_size: Optional[int] = None  # input size (a ViT's position embeddings are resampled to it)
 
 
 @dataclass
@@ -80,6 +84,7 @@ def _load_weights(model: nn.Module, path: Path, what: str) -> None:
         raise CheckpointError(f"{what} {str(path)!r} cannot be read (truncated or not a weights file?): {err}") from None
     head = classifier_name(model)
     state = {k: v for k, v in state.items() if not k.startswith(head + ".")}
+    state = _fit_to(model, state)
     expected = {k for k in model.state_dict() if not k.startswith(head + ".")}
     missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
     name = model.pretrained_cfg.get("architecture", type(model).__name__)
@@ -93,6 +98,34 @@ def _load_weights(model: nn.Module, path: Path, what: str) -> None:
     except RuntimeError as err:
         first = next((line.strip() for line in str(err).splitlines() if "size mismatch" in line), str(err))
         raise CheckpointError(f"{what} {str(path)!r} does not fit {name}: {first}") from None
+
+
+def _fit_to(model: nn.Module, state: dict[str, Any]) -> dict[str, Any]:
+    """The checkpoint adapted to the model's size through timm's own filter of its family
+    (for ViTs: position embeddings resampled to another image size, bicubic)."""
+    family = sys.modules.get(type(model).__module__)
+    adapt = getattr(family, "checkpoint_filter_fn", None)
+    if adapt is None or not any(k in state for k in ("pos_embed",)):
+        return state
+    want = model.state_dict().get("pos_embed")
+    if want is None or state["pos_embed"].shape == want.shape:
+        return state
+    return adapt(state, model)
+
+
+def _check_fits(name: str, kwargs: dict[str, Any]) -> Callable[[dict[str, Any]], None]:
+    """Vets converted tensors against the timm model ``name`` (default size): every
+    parameter but the head present, nothing extra, shapes equal."""
+
+    def check(tensors: dict[str, Any]) -> None:
+        want = {k: v.shape for k, v in create_model(name, 0, **kwargs).state_dict().items()}
+        missing, extra = sorted(set(want) - set(tensors)), sorted(set(tensors) - set(want))
+        wrong = [k for k in want if k in tensors and tuple(tensors[k].shape) != tuple(want[k])]
+        if missing or extra or wrong:
+            raise CheckpointError(f"converted weights do not fit {name}: missing {missing[:3]}, extra {extra[:3]}, "
+                                  f"shape mismatch {wrong[:3]}")
+
+    return check
 
 
 def create_model(name: str, num_classes: int, **kwargs: Any) -> nn.Module:
@@ -111,9 +144,12 @@ def build_model(spec: BackboneSpec, num_classes: int) -> nn.Module:
     return create_model(spec.name, num_classes, **spec.kwargs)
 
 
-def load_backbone(cfg: ModelConfig, num_classes: int, embedded_dir: Path | None = None) -> tuple[nn.Module, BackboneSpec]:
+def load_backbone(
+    cfg: ModelConfig, num_classes: int, embedded_dir: Path | None = None, cache_root: str | Path = "runs/cache"
+) -> tuple[nn.Module, BackboneSpec]:
     """The pretrained backbone with a fresh ``num_classes`` head, and how it was made. The
-    embedded one is read from ``embedded_dir``; it is made beforehand, never here."""
+    embedded one is read from ``embedded_dir``; it is made beforehand, never here. A
+    ``package:<name>`` checkpoint is converted once into ``cache_root``."""
     if cfg.name == EMBEDDED:
         if embedded_dir is None or not (embedded_dir / "backbone.json").is_file():
             raise CheckpointError(
@@ -124,16 +160,21 @@ def load_backbone(cfg: ModelConfig, num_classes: int, embedded_dir: Path | None 
         model = build_model(spec, num_classes)
         _load_weights(model, embedded_dir / "backbone.safetensors", "cached embedded backbone")
         return model, spec
-    model = create_model(cfg.name, num_classes, **cfg.kwargs)
+    kwargs = {**cfg.kwargs, **({"img_size": cfg.img_size} if cfg.img_size else {})}
+    model = create_model(cfg.name, num_classes, **kwargs)
     data = resolve_data_config({}, model=model)
     img_size = getattr(getattr(model, "patch_embed", None), "img_size", None) or data["input_size"][-2:]
     pre = Preprocess(int(img_size[0]), tuple(data["mean"]), tuple(data["std"]))
+    if cfg.checkpoint and cfg.checkpoint.startswith(PREFIX):
+        path = packaged_checkpoint(cfg.checkpoint[len(PREFIX):], cache_root, _check_fits(cfg.name, cfg.kwargs))
+        _load_weights(model, path, "model.checkpoint")
+        return model, BackboneSpec(cfg.name, kwargs, pre, "package", cfg.checkpoint)
     if cfg.checkpoint:
         _load_weights(model, Path(cfg.checkpoint).expanduser(), "model.checkpoint")
-        return model, BackboneSpec(cfg.name, dict(cfg.kwargs), pre, "file", str(Path(cfg.checkpoint).expanduser().resolve()))
+        return model, BackboneSpec(cfg.name, kwargs, pre, "file", str(Path(cfg.checkpoint).expanduser().resolve()))
     if cfg.pretrained:
         raise CheckpointError(
             f"model.name={cfg.name!r} needs local weights: set model.checkpoint=/path/to/file "
             "(no hub downloads here), or model.pretrained=false for a random init"
         )
-    return model, BackboneSpec(cfg.name, dict(cfg.kwargs), pre, "random")
+    return model, BackboneSpec(cfg.name, kwargs, pre, "random")

@@ -19,7 +19,8 @@ from glora.data import DataConfig, Preprocess, build_task
 from glora.data.embedded import SIZE, split_sizes
 from glora.run import distributed
 from glora.run.checkpoint import save_weights
-from glora.run.io import write_json_atomic
+from glora.run.errors import JobError, require
+from glora.run.io import ensure_writable, write_json_atomic
 from glora.training import OptimConfig, TrainerConfig, fit
 
 __all__ = ["PretrainConfig", "embedded_cache_dir", "ensure_embedded_backbone", "pretrain_backbone"]
@@ -44,6 +45,14 @@ class PretrainConfig:
     warmup_steps: int = 60
     label_smoothing: float = 0.1
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("train_size", "steps", "batch_size"):
+            require(getattr(self, name) >= 1, f"pretrain.{name}", getattr(self, name), "use at least 1")
+        require(self.lr > 0, "pretrain.lr", self.lr, "use a positive learning rate, e.g. 2e-3")
+        require(self.weight_decay >= 0 and self.warmup_steps >= 0, "pretrain.weight_decay / warmup_steps",
+                (self.weight_decay, self.warmup_steps), "use values >= 0")
+        require(0 <= self.label_smoothing < 1, "pretrain.label_smoothing", self.label_smoothing, "use a value in [0, 1)")
 
 
 def embedded_cache_dir(cfg: PretrainConfig, cache_root: str | Path) -> Path:
@@ -80,6 +89,11 @@ def ensure_embedded_backbone(cfg: PretrainConfig, cache_root: str | Path, device
     (by rank 0; the other ranks wait)."""
     folder = embedded_cache_dir(cfg, cache_root)
     if distributed.is_main() and not (folder / "backbone.json").is_file():
+        try:
+            ensure_writable(folder)
+        except JobError:
+            raise JobError(f"paths.cache={str(cache_root)!r} is not writable, and the embedded backbone must be pretrained into it "
+                           "once; point paths.cache at a writable folder") from None
         log.info("no cached embedded backbone in %s: pretraining it once", folder)
         pretrain_backbone(cfg, folder, device)
     distributed.barrier()

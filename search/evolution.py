@@ -6,6 +6,8 @@ import random
 from dataclasses import dataclass
 from typing import Optional
 
+from glora.run.errors import require
+
 from .operators import LayoutOps
 from .strategy import Record, SearchConfig, register_strategy, top_k
 
@@ -20,6 +22,16 @@ class Evolution(SearchConfig):
     crossover: Optional[int] = None
     mutation: Optional[int] = None
     mutation_prob: float = 0.2
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(self.top_k is None or 1 <= self.top_k <= self.population, "search.top_k", self.top_k,
+                f"keep between 1 and search.population={self.population} parents (null: population / 5)")
+        for name in ("crossover", "mutation"):
+            value = getattr(self, name)
+            require(value is None or value >= 0, f"search.{name}", value, "use 0 or more children per generation (null: half the population)")
+        require(sum(self.children) >= 1, "search.crossover", self.crossover, "with search.mutation, propose at least 1 child per generation")
+        require(0 <= self.mutation_prob <= 1, "search.mutation_prob", self.mutation_prob, "use a per-layer probability in [0, 1], e.g. 0.2")
 
     @property
     def parents(self) -> int:

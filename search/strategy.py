@@ -7,7 +7,7 @@ import random
 from dataclasses import dataclass, field
 from typing import ClassVar, Optional, Protocol
 
-from glora.run.errors import JobError
+from glora.run.errors import JobError, require
 from glora.spaces import Choice
 
 from .operators import LayoutOps
@@ -42,6 +42,15 @@ class SearchConfig:
     space: Optional[str] = None  # expected space preset of the supernet (checked)
 
     name: ClassVar[str] = ""
+
+    def __post_init__(self) -> None:
+        require(self.budget > 0, "search.budget", self.budget,
+                "set the most trainable params a layout may have (support tensors, head apart), e.g. search.budget=20000")
+        require(0 <= self.min_params <= self.budget, "search.min_params", self.min_params, f"use a value in [0, search.budget={self.budget:g}]")
+        require(self.population >= 1, "search.population", self.population, "use at least 1 layout per generation, e.g. 50")
+        require(self.generations >= 1, "search.generations", self.generations, "use at least 1 generation, e.g. 20")
+        require(self.max_tries >= 1, "search.max_tries", self.max_tries, "use at least 1 draw before a repair, e.g. 50")
+        require(self.seed >= 0, "search.seed", self.seed, "use a seed >= 0")
 
     def size(self, generation: int) -> int:
         """How many candidates ``generation`` proposes."""

@@ -16,7 +16,7 @@ FOLDERS = {"glora.spaces": "spaces", "glora.supernet": "supernet", "glora.search
 LAYERS = [
     ("glora", "glora.run"),
     ("glora.spaces",),
-    ("glora.data",),
+    ("glora.data", "glora.packaged_weights"),
     ("glora.backbone",),
     ("glora.supernet",),
     ("glora.training",),

@@ -85,7 +85,7 @@ def test_retrain_and_pipeline_configs():
     retrain = _compose("retrain", "layout=x.json", "retrain.protocol=val")
     assert isinstance(retrain, RetrainJobConfig) and retrain.retrain.protocol == "val"
     pipeline = _compose("pipeline")
-    assert isinstance(pipeline, PipelineJobConfig) and pipeline.pipeline.tasks == ["count"]
+    assert isinstance(pipeline, PipelineJobConfig) and pipeline.pipeline.tasks is None and pipeline.data.task == "count"
     assert pipeline.search.population == 20 and pipeline.search.generations == 8  # the pipeline's own, smaller search
     smoke = _compose("pipeline", "experiment=smoke")
     assert smoke.search.generations == 3 and smoke.trainer.epochs == 2 and smoke.pretrain.steps < 100

@@ -6,7 +6,7 @@ from PIL import Image
 
 from glora.data import DataConfig, Preprocess, build_task
 from glora.data.embedded import TARGET_TASKS, TASKS, make_task
-from glora.run.errors import DataError
+from glora.run.errors import ConfigError, DataError
 
 
 @pytest.mark.parametrize("task", sorted(TASKS))
@@ -121,7 +121,7 @@ def test_missing_or_empty_root(tmp_path, source):
 
 
 def test_unknown_task_and_source():
-    with pytest.raises(DataError, match="data.task='nope' is not an embedded task"):
+    with pytest.raises(DataError, match="data.task='nope' is not a built-in task"):
         build_task(DataConfig(task="nope"), Preprocess(32))
-    with pytest.raises(DataError, match="data.source='s3' is unknown"):
+    with pytest.raises(ConfigError, match="data.source='s3' cannot work: use one of"):
         build_task(DataConfig(source="s3"), Preprocess(32))

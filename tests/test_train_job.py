@@ -30,6 +30,7 @@ def test_smoke_train_writes_every_file(tmp_path, cache_dir):
     proc = run_cli("glora-train", "experiment=smoke", f"paths.cache={cache_dir}", f"paths.runs={tmp_path}", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     (run,) = (tmp_path / "train").iterdir()
+    assert f"supernet written to {run}" in proc.stdout + proc.stderr  # the user is told where the files are
     for name in ("supernet.safetensors", "train_state.json", "supernet-state-0002.pt", "metrics.csv", "metrics.json", "train_curves.png"):
         assert (run / name).is_file(), name
     state = json.loads((run / "train_state.json").read_text())
@@ -128,7 +129,7 @@ def test_bad_input_on_the_command_line_is_one_clear_line(tmp_path, cache_dir):
         return proc.stdout + proc.stderr
 
     assert "data.root" in fails("data=vtab1k", f"data.root={tmp_path / 'missing'}")
-    assert "holds no supernet.safetensors" in fails(f"resume={tmp_path / 'nothing'}")
+    assert "is not a run dir to continue" in fails(f"resume={tmp_path / 'nothing'}")
     assert "trainer.epoch" in fails("trainer.epoch=3")  # typo: a wrong key fails at start
     assert "trainer.epochs" in fails("trainer.epochs=three")  # wrong type
 

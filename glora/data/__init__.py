@@ -3,6 +3,7 @@ behind one ``build_task(cfg, preprocess)`` door returning train / val / trainval
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Optional
 
 import numpy as np
@@ -17,11 +18,12 @@ from torch.utils.data import (
 )
 from torchvision import transforms
 
-from glora.run.errors import DataError
+from glora.run.errors import DataError, require
 from .embedded import SOURCE_TASK, TARGET_TASKS, TASKS, make_task
-from .folders import FileListDataset, imagefolder_split, vtab1k_split
+from .folders import FileListDataset, decode_all, imagefolder_split, vtab1k_split
+from .packaged import REAL_TASKS, load_real_task
 
-__all__ = ["SOURCE_TASK", "SPLITS", "TARGET_TASKS", "DataConfig", "Preprocess", "TaskData", "build_task"]
+__all__ = ["REAL_TASKS", "SOURCE_TASK", "SPLITS", "TARGET_TASKS", "DataConfig", "Preprocess", "TaskData", "build_task", "task_label"]
 
 SPLITS = ("train", "val", "trainval", "test")
 
@@ -31,13 +33,22 @@ class DataConfig:
     """Where a job's images come from (``source``: embedded | vtab1k | imagefolder)."""
 
     source: str = "embedded"
-    task: str = "count"  # embedded task name (a label only, for folders)
+    task: Optional[str] = "count"  # built-in task; for folders a label (null: the folder's name)
     root: Optional[str] = None  # vtab1k / imagefolder folder
     num_classes: Optional[int] = None  # folders: inferred from the training labels when unset
     seed: int = 0  # embedded data generation
     batch_size: int = 64
     eval_batch_size: int = 256
     num_workers: int = 0
+
+    def __post_init__(self) -> None:
+        require(self.source in _SOURCES, "data.source", self.source, f"use one of {sorted(_SOURCES)} (data=<source>)")
+        require(self.batch_size >= 1, "data.batch_size", self.batch_size, "use at least 1 image per batch, e.g. 64")
+        require(self.eval_batch_size >= 1, "data.eval_batch_size", self.eval_batch_size, "use at least 1 image per batch, e.g. 256")
+        require(self.num_workers >= 0, "data.num_workers", self.num_workers, "use 0 (load in the main process) or more workers")
+        require(self.num_classes is None or self.num_classes >= 2, "data.num_classes", self.num_classes,
+                "a classifier needs at least 2 classes; leave it null to count them from the labels")
+        require(self.seed >= 0, "data.seed", self.seed, "use a seed >= 0")
 
 
 @dataclass(frozen=True)
@@ -74,18 +85,23 @@ class TaskData:
 
 
 def _embedded(cfg: DataConfig, pre: Preprocess, sizes: dict[str, int] | None = None) -> tuple[dict[str, Dataset], int]:
-    if cfg.task not in TASKS:
-        raise DataError(f"data.task={cfg.task!r} is not an embedded task; choose one of {sorted(TASKS)}")
+    if cfg.task in REAL_TASKS:
+        arrays, classes = load_real_task(cfg.task, cfg.seed, pre.img_size), REAL_TASKS[cfg.task].classes
+    elif cfg.task in TASKS:
+        arrays, classes = make_task(cfg.task, cfg.seed, sizes), TASKS[cfg.task][1]
+    else:
+        raise DataError(f"data.task={cfg.task!r} is not a built-in task; choose one of {sorted(TASKS)} (embedded) "
+                        f"or {sorted(REAL_TASKS)} (real images from installed packages)")
     mean = torch.tensor(pre.mean).view(1, 3, 1, 1)
     std = torch.tensor(pre.std).view(1, 3, 1, 1)
     splits: dict[str, Dataset] = {}
-    for split, (images, labels) in make_task(cfg.task, cfg.seed, sizes).items():
+    for split, (images, labels) in arrays.items():
         x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div_(255)
         if x.shape[-1] != pre.img_size:
             x = F.interpolate(x, size=(pre.img_size, pre.img_size), mode="bilinear", align_corners=False)
         splits[split] = TensorDataset((x - mean) / std, torch.from_numpy(labels))
     splits["trainval"] = ConcatDataset([splits["train"], splits["val"]])
-    return splits, TASKS[cfg.task][1]
+    return splits, classes
 
 
 def _folders(cfg: DataConfig, pre: Preprocess, sizes: None = None) -> tuple[dict[str, Dataset], int]:
@@ -113,6 +129,10 @@ def _folders(cfg: DataConfig, pre: Preprocess, sizes: None = None) -> tuple[dict
                     f"({'data.num_classes' if cfg.num_classes else 'classes seen in train+val'}); "
                     "fix the list file or set data.num_classes"
                 )
+    if num_classes < 2:
+        raise DataError(f"data.root {cfg.root!r} has a single class in its training labels: a classifier needs at least 2; "
+                        "point data.root at a task with several classes")
+    decode_all(sorted({path for rows in items.values() for path, _ in rows}))
     return {split: FileListDataset(rows, transform) for split, rows in items.items()}, num_classes
 
 
@@ -124,4 +144,11 @@ def build_task(cfg: DataConfig, pre: Preprocess, sizes: dict[str, int] | None = 
     if cfg.source not in _SOURCES:
         raise DataError(f"data.source={cfg.source!r} is unknown; use one of {sorted(_SOURCES)}")
     splits, num_classes = _SOURCES[cfg.source](cfg, pre, sizes)
-    return TaskData(cfg.task, num_classes, splits, cfg)
+    return TaskData(task_label(cfg), num_classes, splits, cfg)
+
+
+def task_label(cfg: DataConfig) -> str:
+    """The task's name in tables and run names: ``data.task``, or a folder's own name."""
+    if cfg.task:
+        return cfg.task
+    return Path(cfg.root).expanduser().resolve().name if cfg.root else cfg.source

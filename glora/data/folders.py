@@ -7,6 +7,8 @@ odd-sized images.
 """
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable
 
@@ -16,7 +18,7 @@ from torch.utils.data import Dataset
 
 from glora.run.errors import DataError
 
-__all__ = ["VTAB_SPLIT_FILES", "FileListDataset", "vtab1k_split", "imagefolder_split", "IMAGE_EXTENSIONS"]
+__all__ = ["VTAB_SPLIT_FILES", "FileListDataset", "decode_all", "vtab1k_split", "imagefolder_split", "IMAGE_EXTENSIONS"]
 
 #: Our split names -> the VTAB-1k list files.
 VTAB_SPLIT_FILES = {"train": "train800.txt", "val": "val200.txt", "trainval": "train800val200.txt", "test": "test.txt"}
@@ -35,11 +37,24 @@ class FileListDataset(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         path, label = self.items[index]
-        try:
-            with Image.open(path) as img:
-                return self.transform(img.convert("RGB")), label
-        except OSError as err:
-            raise DataError(f"cannot read image {path}: {err}") from None
+        return self.transform(_decode(path)), label
+
+
+def _decode(path: Path) -> Image.Image:
+    try:
+        with Image.open(path) as img:
+            return img.convert("RGB")  # decodes every pixel
+    except (OSError, ValueError, Image.DecompressionBombError) as err:
+        raise DataError(f"cannot decode image {path} ({err}); replace or remove it (and its line in the split's list)") from None
+
+
+def decode_all(paths: list[Path]) -> None:
+    """Decode every image once before training starts (in threads: PIL releases the GIL
+    while decoding), so a corrupt file is one clear error now, not a worker's trace
+    mid-epoch or after a whole retraining."""
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        for _ in pool.map(lambda path: _decode(path).close(), paths):  # raises the first failure, in order
+            pass
 
 
 def _check_root(root: str | None, what: str) -> Path:

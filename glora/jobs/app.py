@@ -3,22 +3,26 @@ against, the run-dir resolvers, and ``run_job``: config → dataclass → a stag
 with a user-fixable error ending as one line and exit code 1."""
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import importlib.resources
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import torch.distributed
+from hydra import compose
 from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from glora.run.distributed import is_main, quiet_other_ranks, rank, run_stamp
 from glora.run.errors import JobError
-from glora.run.io import ensure_writable
+from glora.run.io import ensure_writable, remove_temp_files, write_text_atomic
 from glora.search import STRATEGIES
 from glora.spaces import LayoutError, SpaceError
 from glora.stages.pipeline import PipelineJobConfig
@@ -50,16 +54,32 @@ for _name, _node in STRATEGIES.items():
     _store.store(group="search", name=f"{_name}_schema", node=_node)
 
 
+#: The record of what a run computes, written into its run dir at start; ``resume=`` reads it back.
+RECORD = "job.yaml"
+#: Settings of this process, not of the run: a resumed run takes them from its own command line.
+PROCESS = ("trainer.stop_after_epochs", "trainer.device", "data.num_workers")
+#: Settings a resumed run may change: how long it goes on (plus the process's own).
+RESUMABLE = ("trainer.epochs", "search.generations", *PROCESS)
+
+
 def run_job(job: Callable[[Any, Path], Any], cfg: DictConfig) -> Any:
-    """Convert the composed config to its dataclass, run ``job(cfg, run_dir)``; errors the
-    user can fix are logged as one line and end the process with exit code 1."""
+    """Run ``job(cfg, run_dir)`` on the composed config (the run's own, restored, under
+    ``resume=``) as its dataclass, in a run dir no other job holds; errors the user can
+    fix are logged as one line and end the process with exit code 1."""
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     quiet_other_ranks()
     try:
-        return job(OmegaConf.to_object(cfg), run_dir)
+        with logging_redirect_tqdm(), _exclusive(run_dir):
+            cfg, choices = _restore(cfg, run_dir)
+            settings = OmegaConf.to_object(cfg)
+            if is_main():
+                remove_temp_files(run_dir)  # left by writes a kill interrupted
+                record = {"choices": choices, "config": OmegaConf.to_container(cfg, resolve=True)}
+                write_text_atomic(run_dir / RECORD, OmegaConf.to_yaml(record))
+            return job(settings, run_dir)
     except (JobError, LayoutError, SpaceError) as err:
         if is_main():  # the same config / data on every rank: one message, not one per rank
-            log.error("%s", err)
+            log.error("%s", _one_line(err))
         sys.exit(1)
     except torch.distributed.DistError as err:  # another rank died or timed out: no hang, no stack trace
         log.error(
@@ -67,6 +87,94 @@ def run_job(job: Callable[[Any, Path], Any], cfg: DictConfig) -> Any:
             "continue with resume=%s", rank(), str(err).splitlines()[0], run_dir, run_dir,
         )
         sys.exit(1)
+
+
+def _one_line(err: Exception) -> str:
+    """The error's own message: a DataLoader worker's error arrives wrapped in its trace."""
+    text = str(err)
+    if "Original Traceback" in text:
+        text = text.strip().splitlines()[-1].split(": ", 1)[-1]
+    return text
+
+
+@contextlib.contextmanager
+def _exclusive(run_dir: Path) -> Iterator[None]:
+    """Hold the run dir's lock (rank 0) while the job runs: a second job pointed at the
+    same dir fails at start instead of overwriting the first one's files."""
+    if not is_main():
+        yield
+        return
+    ensure_writable(run_dir)
+    with open(run_dir / ".lock", "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise JobError(f"run dir {run_dir} is in use by another running job; wait for it, or give this one its own dir") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _leaves(cfg: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(cfg, dict):
+        out: dict[str, Any] = {}
+        for key, value in cfg.items():
+            out.update(_leaves(value, f"{prefix}{key}."))
+        return out if cfg else {prefix[:-1]: {}}
+    return {prefix[:-1]: cfg}
+
+
+def _choices() -> dict[str, str]:
+    """The config groups this run was composed from (``search: random``, ``experiment: smoke``, ...)."""
+    choices = HydraConfig.get().runtime.choices
+    return {g: c for g, c in choices.items() if c is not None and "@" not in g and not g.startswith("hydra")}
+
+
+def _restore(cfg: DictConfig, run_dir: Path) -> tuple[DictConfig, dict[str, str]]:
+    """Under ``resume=<dir>``: the run's recorded config (its groups and values), with only
+    the overrides in ``RESUMABLE`` applied; any other override that changes what the run
+    computes is refused, naming it. Without ``resume=``, a dir that already holds a run
+    is refused."""
+    resume = cfg.get("resume")
+    record = run_dir / RECORD
+    if resume is None:
+        if record.is_file() and is_main():  # (rank 0 writes the record: the other ranks would see this run's own)
+            raise JobError(f"run dir {run_dir} already holds a run; continue it with resume={run_dir}, or give this job a new dir")
+        return cfg, _choices()
+    resume_dir = Path(resume).expanduser()
+    if not resume_dir.is_dir():
+        raise JobError(f"resume={resume!r} is not a folder; point it at the run dir to continue (runs/<job>/<time>)")
+    if resume_dir.resolve() != run_dir.resolve():
+        raise JobError(f"resume={resume} continues that run in its own dir, but hydra.run.dir={run_dir}; drop hydra.run.dir")
+    if not record.is_file():
+        raise JobError(f"resume={resume} is not a run dir to continue (it holds no {RECORD}, which every run writes at start); "
+                       "point it at an earlier run's dir, runs/<job>/<time>_<tag>, or start a new run without resume=")
+    saved = OmegaConf.load(record)
+    job = HydraConfig.get().job.config_name
+    if saved.config.get("task_name") != cfg.get("task_name"):
+        raise JobError(f"resume={resume} is a {saved.config.get('task_name')} run, not a {cfg.get('task_name')} run; "
+                       f"resume it with glora-{saved.config.get('task_name')}")
+    baseline = compose(job, overrides=[f"resume={resume}"])  # what this command line would give without its overrides
+    was, now = _leaves(OmegaConf.to_container(baseline, resolve=True)), _leaves(OmegaConf.to_container(cfg, resolve=True))
+    recorded = _leaves(OmegaConf.to_container(saved.config))
+    changes = {key: now[key] for key in PROCESS if key in now and now[key] != recorded.get(key)}
+    for key in sorted(set(now) | set(was)):
+        if key == "resume" or now.get(key) == was.get(key) or now.get(key) == recorded.get(key):
+            continue  # not overridden, or overridden to what the run already has
+        if key not in RESUMABLE:
+            raise JobError(
+                f"resume: {key}={now.get(key)!r} changes what the run in {resume} computes (it ran with {key}={recorded.get(key)!r}); "
+                f"drop the override to continue it, or start a new run without resume= (resumable: {', '.join(RESUMABLE)})"
+            )
+        changes[key] = now[key]
+    groups = [f"{group}={choice}" for group, choice in saved.choices.items()]
+    restored = OmegaConf.merge(compose(job, overrides=[*groups, f"resume={resume}"]), saved.config)
+    for key, value in changes.items():
+        OmegaConf.update(restored, key, value, merge=False)
+        log.info("resume: %s=%r (the run had %r)", key, value, recorded.get(key))
+    restored.resume = resume
+    return restored, dict(saved.choices)
 
 
 class CheckOutputDir(Callback):

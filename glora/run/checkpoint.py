@@ -94,8 +94,11 @@ def load_state(path: Path) -> dict[str, Any]:
         return torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise CheckpointError(f"training state {str(path)!r} does not exist") from None
-    except Exception as err:  # pickle / zip errors of a truncated or foreign file
-        raise CheckpointError(f"training state {str(path)!r} is truncated or corrupt ({type(err).__name__}: {err})") from None
+    except Exception as err:  # pickle / zip errors of a truncated or foreign file; torch's own text is not shown
+        raise CheckpointError(  # (it advises weights_only=False, which would unpickle arbitrary code)
+            f"training state {str(path)!r} is truncated or corrupt ({type(err).__name__}); it is not a state file this "
+            "project wrote: delete the run dir's checkpoint files to start over"
+        ) from None
 
 
 # ---- a training run's checkpoint: weights + resumable state, crash-consistent ------------

@@ -23,6 +23,7 @@ import datetime
 import functools
 import logging
 import os
+import secrets
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -77,18 +78,24 @@ def setup() -> None:
         torch.cuda.set_device(local_rank())
     timeout = datetime.timedelta(seconds=float(os.environ.get(TIMEOUT_ENV, "300")))
     dist.init_process_group("nccl" if cuda else "gloo", timeout=timeout)
-    stamp = [time.time()]
+    stamp = [_stamp()]
     dist.broadcast_object_list(stamp, src=0)
-    os.environ[STAMP_ENV] = repr(stamp[0])
+    os.environ[STAMP_ENV] = stamp[0]
     if not is_main():  # rank 0 owns the run dir: its .hydra/ config and the job log
         sys.argv += ["hydra.output_subdir=null", "hydra/job_logging=stdout", "hydra/hydra_logging=disabled"]
 
 
+@functools.lru_cache(maxsize=1)
+def _stamp() -> str:
+    """This process's start time and a short random tag, fixed once per process."""
+    return f"{time.time()!r}:{secrets.token_hex(3)}"
+
+
 def run_stamp(fmt: str) -> str:
-    """``${run_stamp:%Y-%m-%d_%H-%M-%S}``: now, or rank 0's start time under torchrun."""
-    stamp = os.environ.get(STAMP_ENV)
-    moment = datetime.datetime.fromtimestamp(float(stamp)) if stamp else datetime.datetime.now()
-    return moment.strftime(fmt)
+    """``${run_stamp:%Y-%m-%d_%H-%M-%S}``: the start time (rank 0's under torchrun) and a
+    short random tag, so two jobs started in the same second never share a run dir."""
+    moment, tag = os.environ.get(STAMP_ENV, _stamp()).split(":")
+    return f"{datetime.datetime.fromtimestamp(float(moment)).strftime(fmt)}_{tag}"
 
 
 def entry_point(hydra_main: Callable[[], T]) -> Callable[[], T]:

@@ -1,7 +1,7 @@
 """Errors a user can fix. Jobs print their message (no stack trace) and exit with 1."""
 from __future__ import annotations
 
-__all__ = ["JobError", "DataError", "CheckpointError", "TrainingError"]
+__all__ = ["JobError", "DataError", "CheckpointError", "ConfigError", "TrainingError", "require"]
 
 
 class JobError(RuntimeError):
@@ -18,3 +18,13 @@ class CheckpointError(JobError):
 
 class TrainingError(JobError):
     """Training cannot go on (e.g. a non-finite loss); the last good checkpoint is kept."""
+
+
+class ConfigError(JobError):
+    """A setting outside the range it can work in."""
+
+
+def require(ok: bool, field: str, value: object, fix: str) -> None:
+    """One range check of a config field: ``ConfigError`` naming the field, its value and the fix."""
+    if not ok:
+        raise ConfigError(f"{field}={value!r} cannot work: {fix}")

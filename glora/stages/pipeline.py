@@ -15,9 +15,12 @@ import logging
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Optional
 
 import pandas as pd
 
+from glora.data import task_label
+from glora.run.errors import require
 from glora.run.io import atomic_write, write_json_atomic, write_text_atomic
 from glora.search import SearchConfig
 from glora.search.report import markdown_table
@@ -34,8 +37,13 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class PipelineConfig:
-    tasks: list[str] = field(default_factory=lambda: ["count"])
+    tasks: Optional[list[str]] = None  # null: data.task (for folders: the folder's name)
     budgets: list[float] = field(default_factory=lambda: [20000.0])
+
+    def __post_init__(self) -> None:
+        require(self.tasks is None or len(self.tasks) >= 1, "pipeline.tasks", self.tasks, "name at least one task, e.g. pipeline.tasks=[count]")
+        require(len(self.budgets) >= 1 and all(b > 0 for b in self.budgets), "pipeline.budgets", self.budgets,
+                "give at least one positive budget, e.g. pipeline.budgets=[2e4]")
 
 
 @dataclass
@@ -49,10 +57,12 @@ class PipelineJobConfig(TrainJobConfig):
 
 
 def run_pipeline(cfg: PipelineJobConfig, run_dir: Path) -> pd.DataFrame:
-    rows = []
+    rows, labels = [], []
     started = time.time()
-    for task in cfg.pipeline.tasks:
+    for task in cfg.pipeline.tasks or [cfg.data.task]:
         data = replace(cfg.data, task=task)
+        task = task_label(data)
+        labels.append(task)
         train_dir = run_dir / f"train-{task}"
         log.info("== %s: supernet training -> %s", task, train_dir)
         train_supernet(narrow(cfg, TrainJobConfig, data=data, resume=None), train_dir)
@@ -78,7 +88,7 @@ def run_pipeline(cfg: PipelineJobConfig, run_dir: Path) -> pd.DataFrame:
     plots = [f"![{name}]({d}/{name}.png)" for d in sorted(p.name for p in run_dir.glob("search-*")) for name in ("pareto", "layout_heatmap")]
     write_text_atomic(run_dir / "report.md", "\n".join([
         "# GLoRA pipeline", "",
-        f"Tasks {cfg.pipeline.tasks}, budgets {[int(b) for b in cfg.pipeline.budgets]}, {seconds:.0f} s in all. "
+        f"Tasks {labels}, budgets {[int(b) for b in cfg.pipeline.budgets]}, {seconds:.0f} s in all. "
         "`search_val_acc`: the best layout's val accuracy on the supernet; then the layout retrained from the "
         "pretrained backbone, before and after merging into the plain timm model.", "",
         markdown_table(table), "", *plots, "",

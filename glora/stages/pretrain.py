@@ -15,7 +15,8 @@ from glora.data import TARGET_TASKS, DataConfig, build_task
 from glora.embedded_backbone import PretrainConfig, embedded_cache_dir, pretrain_backbone
 from glora.probe import linear_probe
 from glora.run.device import pick_device
-from glora.run.io import atomic_write, write_json_atomic
+from glora.run.errors import JobError
+from glora.run.io import atomic_write, ensure_writable, write_json_atomic
 
 from .config import JobConfig
 
@@ -56,6 +57,10 @@ def transfer_probe(embedded_dir: Path, tasks: list[str], device: str = "auto", b
 def run_pretrain(cfg: PretrainJobConfig, run_dir: Path) -> dict:
     """Pretrain into ``run_dir``, copy into the cache (atomically), probe; returns the metrics."""
     cache = embedded_cache_dir(cfg.pretrain, cfg.paths.cache)
+    try:
+        ensure_writable(cache)  # before pretraining, not after
+    except JobError:
+        raise JobError(f"paths.cache={cfg.paths.cache!r} is not writable; point it at a writable folder") from None
     metrics = pretrain_backbone(cfg.pretrain, run_dir, cfg.trainer.device)
     for name in ("backbone.safetensors", "backbone.json"):  # backbone.json last: the cache's commit marker
         atomic_write(cache / name, lambda tmp, name=name: shutil.copyfile(run_dir / name, tmp))

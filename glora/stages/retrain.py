@@ -15,7 +15,7 @@ import torch
 from glora.run import distributed
 from glora.run.checkpoint import save_weights
 from glora.run.device import pick_device
-from glora.run.errors import JobError
+from glora.run.errors import JobError, require
 from glora.run.io import ensure_writable, write_json_atomic
 from glora.spaces import Layout
 from glora.supernet import merge, set_layout
@@ -36,6 +36,10 @@ class RetrainConfig:
     protocol: str = "vtab"  # vtab: train on train+val, report test | val: train on train, report val
     budget: Optional[float] = None  # refuse a layout with more trainable params
 
+    def __post_init__(self) -> None:
+        require(self.protocol in PROTOCOLS, "retrain.protocol", self.protocol, f"use one of {sorted(PROTOCOLS)}")
+        require(self.budget is None or self.budget > 0, "retrain.budget", self.budget, "use null (no limit) or a positive number of params")
+
 
 @dataclass
 class RetrainJobConfig(TrainingJobConfig):
@@ -46,8 +50,6 @@ class RetrainJobConfig(TrainingJobConfig):
 
 def retrain(cfg: RetrainJobConfig, run_dir: Path) -> dict:
     """Retrain ``cfg.layout`` from the pretrained backbone, merge, check and export."""
-    if cfg.retrain.protocol not in PROTOCOLS:
-        raise JobError(f"retrain.protocol={cfg.retrain.protocol!r} is unknown; use one of {sorted(PROTOCOLS)}")
     if not cfg.layout:
         raise JobError("layout is not set; point it at a layout JSON: glora-retrain layout=runs/search/<time>/layout.json")
     ensure_writable(run_dir)

@@ -45,7 +45,7 @@ def run_search(cfg: SearchJobConfig, run_dir: Path) -> dict:
     s = cfg.search
     name = strategy_name(s)
     if cfg.resume and not (Path(cfg.resume) / STATE).is_file():
-        raise CheckpointError(f"resume={cfg.resume!r} holds no {STATE}: nothing to resume from")
+        log.warning("resume=%s holds no search state yet (the search ended in its first generation): starting over", cfg.resume)
     if not cfg.supernet:
         raise JobError("supernet is not set; point it at a glora-train run dir: glora-search supernet=runs/train/<time>")
     device = pick_device(cfg.trainer.device)

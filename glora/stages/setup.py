@@ -22,7 +22,7 @@ def wrapped_backbone(cfg: TrainingJobConfig, space: Space) -> tuple[torch.nn.Mod
     embedded_dir = None
     if cfg.model.name == EMBEDDED:
         embedded_dir = ensure_embedded_backbone(cfg.pretrain, cfg.paths.cache, cfg.trainer.device)
-    model, spec = load_backbone(cfg.model, num_classes=0, embedded_dir=embedded_dir)
+    model, spec = load_backbone(cfg.model, num_classes=0, embedded_dir=embedded_dir, cache_root=cfg.paths.cache)
     task = build_task(cfg.data, spec.preprocess)
     torch.manual_seed(cfg.trainer.seed)
     model.reset_classifier(task.num_classes)

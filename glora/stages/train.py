@@ -39,7 +39,7 @@ class TrainJobConfig(TrainingJobConfig):
 def train_supernet(cfg: TrainJobConfig, run_dir: Path) -> dict:
     """Train (or resume) a supernet in ``run_dir``; returns the final metrics."""
     if cfg.resume and not (Path(cfg.resume) / WEIGHTS).is_file():
-        raise CheckpointError(f"resume={cfg.resume!r} holds no {WEIGHTS}: nothing to resume from")
+        log.warning("resume=%s holds no checkpoint yet (the run ended in its first epoch): starting over", cfg.resume)
     space = cfg.space.build()
     model, spec, task = wrapped_backbone(cfg, space)
     identity = {"model": spec.name, "kwargs": spec.kwargs, "num_classes": task.num_classes, "space": space.to_dict()}

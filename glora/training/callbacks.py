@@ -13,7 +13,7 @@ import torch
 
 from glora.run import distributed
 from glora.run.checkpoint import WEIGHTS, load_checkpoint, save_checkpoint
-from glora.run.io import atomic_write, write_json_atomic
+from glora.run.io import atomic_write, remove_temp_files, write_json_atomic
 from glora.run.plots import plot_curves
 
 from .loop import LoopState
@@ -32,6 +32,8 @@ class Checkpoint:
     weights: str = WEIGHTS
 
     def on_fit_start(self, state: LoopState) -> None:
+        if distributed.is_main():
+            remove_temp_files(self.run_dir)  # what writes a kill interrupted left behind
         if not (self.run_dir / self.weights).is_file():
             return
         progress, saved = load_checkpoint(self.run_dir, state.model, self.identity, self.weights)

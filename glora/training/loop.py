@@ -18,7 +18,7 @@ from tqdm import tqdm
 from glora.data import TaskData
 from glora.run import distributed
 from glora.run.device import autocast, pick_device
-from glora.run.errors import TrainingError
+from glora.run.errors import TrainingError, require
 from glora.supernet import is_wrapped, reseed
 
 from .inference import evaluate
@@ -39,6 +39,12 @@ class OptimConfig:
     warmup_epochs: float = 2.0
     min_lr_ratio: float = 0.0
 
+    def __post_init__(self) -> None:
+        require(math.isfinite(self.lr) and self.lr > 0, "optim.lr", self.lr, "use a positive learning rate, e.g. optim.lr=1e-3")
+        require(self.weight_decay >= 0, "optim.weight_decay", self.weight_decay, "use 0 or a positive decay, e.g. 1e-4")
+        require(self.warmup_epochs >= 0, "optim.warmup_epochs", self.warmup_epochs, "use 0 (no warm-up) or more epochs")
+        require(0 <= self.min_lr_ratio <= 1, "optim.min_lr_ratio", self.min_lr_ratio, "use a fraction of optim.lr in [0, 1]")
+
 
 @dataclass
 class TrainerConfig:
@@ -50,6 +56,14 @@ class TrainerConfig:
     seed: int = 0
     device: str = "auto"
     stop_after_epochs: Optional[int] = None  # end this process early; `resume=` continues
+
+    def __post_init__(self) -> None:
+        require(self.epochs >= 1, "trainer.epochs", self.epochs, "train for at least 1 epoch")
+        require(self.max_steps is None or self.max_steps >= 1, "trainer.max_steps", self.max_steps, "use null (whole epochs) or at least 1 step")
+        require(0 <= self.label_smoothing < 1, "trainer.label_smoothing", self.label_smoothing, "use a value in [0, 1), e.g. 0.1")
+        require(self.seed >= 0, "trainer.seed", self.seed, "use a seed >= 0")
+        require(self.stop_after_epochs is None or self.stop_after_epochs >= 1, "trainer.stop_after_epochs", self.stop_after_epochs,
+                "use null or at least 1 epoch")
 
 
 def warmup_cosine(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int, min_ratio: float = 0.0):

