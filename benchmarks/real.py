@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 import time
 from pathlib import Path
@@ -27,7 +28,7 @@ from safetensors.torch import load_file
 
 from machine import machine_info, machine_tag
 
-from glora.backbone import ModelConfig, create_model, load_backbone
+from glora.backbone import create_model, load_backbone
 from glora.data import build_task
 from glora.jobs.app import CONF_DIR
 from glora.probe import linear_probe
@@ -71,6 +72,7 @@ def main() -> None:
     parser.add_argument("--work", default="runs/bench-real")
     parser.add_argument("--overrides", nargs="*", default=[])
     args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     overrides = [f"experiment={args.experiment}", f"paths.cache={Path(args.work) / 'cache'}", *args.overrides]
     if args.checkpoint:
         overrides.append(f"model.checkpoint={args.checkpoint}")

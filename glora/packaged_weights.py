@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
-import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass

@@ -45,14 +45,16 @@ def run_generations(
     for generation in bar:
         rng = generation_rng(strategy.seed, generation)
         if generation == 0:
-            proposals = ops.initial(strategy.size(0), tuple(seeds), rng)
+            lora = tuple(ops.lora_layouts(rng)) if strategy.lora_first else ()
+            proposals = ops.initial(strategy.size(0), (*seeds, *lora), rng)
         else:
             proposals = strategy.propose(generation, records, ops, rng)
-        fresh: dict[str, Layout] = {}  # never evaluate a layout twice
-        for layers in proposals:
-            layout = ops.layout(layers)
-            if layout.hash not in seen and layout.hash not in fresh:
-                fresh[layout.hash] = layout
+        fresh: dict[str, Layout] = {}  # never evaluate a layout twice ...
+        _add_new(fresh, proposals, ops, seen, limit=None)
+        for _ in range(ops.max_tries * strategy.size(generation)):  # ... but keep the generation full:
+            if len(fresh) >= strategy.size(generation):  # random legal layouts stand in for the duplicates
+                break
+            _add_new(fresh, [ops.random(rng)], ops, seen, limit=strategy.size(generation))
         for layout, (acc, seconds) in zip(fresh.values(), score(list(fresh.values()))):
             records.append(Record(generation, layout.hash, layout.layers, layout.trainable_params, acc, seconds))
             seen.add(layout.hash)
@@ -62,6 +64,16 @@ def run_generations(
             on_generation(generation + 1, records)
     bar.close()
     return records
+
+
+def _add_new(fresh: dict[str, Layout], proposals, ops: LayoutOps, seen: set[str], limit: int | None) -> None:
+    """Add the proposals not evaluated before (by hash) to ``fresh``, up to ``limit`` in all."""
+    for layers in proposals:
+        if limit is not None and len(fresh) >= limit:
+            return
+        layout = ops.layout(layers)
+        if layout.hash not in seen and layout.hash not in fresh:
+            fresh[layout.hash] = layout
 
 
 def timed(evaluate: Callable[[Layout], float]) -> Scorer:

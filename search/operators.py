@@ -65,6 +65,20 @@ class LayoutOps:
         return Layout(dict(layers), t.model, t.space, t.shapes, budget=self.budget.max_params, **fields)
 
     # ---- operators ------------------------------------------------------------------
+    def lora_layouts(self, rng: random.Random) -> list[Layers]:
+        """The layouts a LoRA user would run: B = ``LoRA_r`` on every layer, the rest
+        ``none``, at each rank of the space that fits the budget (largest first); if none
+        fits, the smallest rank's, repaired to the budget."""
+        out = []
+        for rank in self.template.space.ranks:
+            lora = Option("lora", rank)
+            if not all(lora in opts[TENSORS.index("B")] for opts in self.options.values()):
+                continue
+            layers = {n: tuple(lora if t == "B" else Option("none") for t in TENSORS) for n in self.options}
+            out.append(layers)
+        legal = [layers for layers in out if self.legal(layers)]
+        return legal or [self.repair(out[-1], rng)] if out else []
+
     def initial(self, size: int, seeds: tuple[Layers, ...], rng: random.Random) -> list[Layers]:
         """A first generation: the ``seeds`` made legal, then random legal layouts up to ``size``."""
         out = [self.repair(s, rng) for s in seeds]

@@ -40,6 +40,7 @@ class SearchConfig:
     seed: int = 0
     seed_layouts: list[str] = field(default_factory=list)  # layout JSON files for the first population
     space: Optional[str] = None  # expected space preset of the supernet (checked)
+    lora_first: bool = True  # generation 0 holds the LoRA layouts (B = LoRA_r everywhere) that fit the budget
 
     name: ClassVar[str] = ""
 

@@ -1,8 +1,8 @@
 """The GLoRA supernet: the layer, wrapping a timm model in place, fixing layouts, merging."""
-from .layer import ChoiceSampler, GLoRALinear
-from .wrap import glora_layers, is_wrapped, merge, merged_inference, reseed, set_layout, space_of, support_parameters, wrap
+from .layer import UP_INITS, ChoiceSampler, GLoRALinear
+from .wrap import GLoRAConfig, glora_layers, is_wrapped, merge, param_groups, merged_inference, reseed, set_layout, space_of, support_parameters, wrap
 
 __all__ = [
-    "ChoiceSampler", "GLoRALinear",
-    "glora_layers", "is_wrapped", "merge", "merged_inference", "reseed", "set_layout", "space_of", "support_parameters", "wrap",
+    "UP_INITS", "ChoiceSampler", "GLoRALinear",
+    "GLoRAConfig", "glora_layers", "is_wrapped", "merge", "param_groups", "merged_inference", "reseed", "set_layout", "space_of", "support_parameters", "wrap",
 ]

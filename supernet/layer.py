@@ -20,9 +20,20 @@ from glora.spaces import TENSORS, Choice, Option
 
 from .functional import lora_a_linear, scaled_linear
 
-__all__ = ["ChoiceSampler", "GLoRALinear"]
+__all__ = ["SUPPORT_TENSOR", "UP_INITS", "ChoiceSampler", "GLoRALinear"]
 
 _NONE = Option("none")
+
+
+#: How the random "up" factors start (the "down" factors start at zero either way): peft's
+#: GLoRA uses Kaiming-uniform (a=√5), the official GLoRA code Xavier-uniform (~2.4× wider at width 768).
+UP_INITS = {
+    "kaiming": lambda weight: nn.init.kaiming_uniform_(weight, a=math.sqrt(5)),
+    "xavier": nn.init.xavier_uniform_,
+}
+
+#: Each trainable tensor of the layer -> the support tensor it belongs to.
+SUPPORT_TENSOR = {"Ad": "A", "Au": "A", "Bd": "B", "Bu": "B", "Cd": "C", "Cu": "C", "D": "D", "E": "E"}
 
 
 class ChoiceSampler:
@@ -58,6 +69,7 @@ class GLoRALinear(nn.Module):
         choices: dict[str, tuple[Option, ...]],
         max_rank: int,
         sampler: ChoiceSampler | None = None,
+        up_init: str = "kaiming",
     ) -> None:
         super().__init__()
         self.base_layer = base_layer
@@ -84,7 +96,7 @@ class GLoRALinear(nn.Module):
             if "lora" not in kinds(tensor):
                 return None
             weight = torch.empty(rank, cols, **factory)
-            nn.init.kaiming_uniform_(weight, a=math.sqrt(5))
+            UP_INITS[up_init](weight)
             return nn.Parameter(weight)
 
         def vec(tensor: str) -> nn.Parameter | None:

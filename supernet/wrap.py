@@ -6,16 +6,28 @@ Mirrors PEFT's tuner model: ``wrap`` injects layers, ``set_layout`` chooses thei
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
 
 import torch
 from torch import nn
 
+from glora.run.errors import require
 from glora.spaces import Layout, LayoutError, Space, model_name
 
-from .layer import ChoiceSampler, GLoRALinear
+from .layer import SUPPORT_TENSOR, UP_INITS, ChoiceSampler, GLoRALinear
 
-__all__ = ["glora_layers", "is_wrapped", "merge", "merged_inference", "reseed", "set_layout", "space_of", "support_parameters", "wrap"]
+__all__ = ["GLoRAConfig", "glora_layers", "is_wrapped", "param_groups", "merge", "merged_inference", "reseed", "set_layout", "space_of", "support_parameters", "wrap"]
+
+
+@dataclass
+class GLoRAConfig:
+    """How ``wrap`` builds the support tensors (the ``glora`` config group)."""
+
+    up_init: str = "kaiming"  # kaiming (peft) | xavier (official GLoRA)
+
+    def __post_init__(self) -> None:
+        require(self.up_init in UP_INITS, "glora.up_init", self.up_init, f"use one of {sorted(UP_INITS)}")
 
 
 def glora_layers(model: nn.Module) -> dict[str, GLoRALinear]:
@@ -40,7 +52,7 @@ def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
 
 
 def wrap(
-    model: nn.Module, space: Space, seed: int = 0, modules_to_train: tuple[str, ...] = ()
+    model: nn.Module, space: Space, seed: int = 0, modules_to_train: tuple[str, ...] = (), up_init: str = "kaiming"
 ) -> nn.Module:
     """Put GLoRA on ``space``'s target layers of ``model``, in place, in supernet mode.
 
@@ -52,7 +64,7 @@ def wrap(
         raise ValueError(f"{model_name(model)} is already wrapped with GLoRA")
     sampler = ChoiceSampler(seed)
     for name, shape in space.target_layers(model).items():
-        _set_submodule(model, name, GLoRALinear(model.get_submodule(name), space.choices(shape), space.max_rank, sampler))
+        _set_submodule(model, name, GLoRALinear(model.get_submodule(name), space.choices(shape), space.max_rank, sampler, up_init))
     support = {id(p) for layer in glora_layers(model).values() for p in layer.support_parameters()}
     prefixes = tuple(p.rstrip(".") + "." for p in modules_to_train)
     for name, param in model.named_parameters():
@@ -60,6 +72,19 @@ def wrap(
     model._glora_space = space
     model._glora_sampler = sampler
     return model
+
+
+def param_groups(model: nn.Module, lr: float, lr_mult: Mapping[str, float]) -> list[dict]:
+    """The trainable parameters as optimizer groups: each support tensor's (A–E) at
+    ``lr × lr_mult[tensor]``, everything else (the head, plain models) at ``lr``."""
+    groups: dict[str, list[nn.Parameter]] = {}
+    owner = {id(p): SUPPORT_TENSOR[n.rsplit(".", 1)[-1]] for layer in glora_layers(model).values()
+             for n, p in layer.named_parameters() if n.rsplit(".", 1)[-1] in SUPPORT_TENSOR}
+    for param in model.parameters():
+        if param.requires_grad:
+            key = owner.get(id(param), "")
+            groups.setdefault(key if lr_mult.get(key, 1.0) != 1.0 else "", []).append(param)
+    return [{"params": params, "lr": lr * lr_mult.get(key, 1.0), "name": key or "rest"} for key, params in groups.items()]
 
 
 def reseed(model: nn.Module, seed: int) -> None:

@@ -50,3 +50,59 @@ def test_evolution_counts_follow_the_population_unless_set():
     assert Evolution(population=8).children == (4, 4) and Evolution(population=8).parents == 2
     assert Evolution(top_k=3, crossover=1, mutation=2).size(1) == 3 and Evolution().size(0) == 50
     assert RandomSearch(population=7).size(5) == 7
+
+
+def test_the_first_generation_holds_the_lora_layouts_that_fit():
+    """B = LoRA_r on every layer (the rest none) at every rank of the space under the
+    budget: the search always weighs what a LoRA user would have run."""
+    from conftest import make_vit
+    from glora.search import Budget, LayoutOps, run_generations
+    from glora.spaces import Layout, Option, Space
+    from glora.supernet import wrap
+
+    model = wrap(make_vit(), Space.preset("large"))
+    template = Layout.sample(model, Space.preset("large"), seed=0)
+    lora = {r: Layout.uniform(model, Space.preset("large"), B=f"LoRA_{r}") for r in (8, 4)}
+    budget = lora[8].trainable_params  # both ranks fit
+    ops = LayoutOps(template, Budget(budget))
+    seen = []
+    records = run_generations(Evolution(population=6, generations=1), ops, lambda ls: [(0.0, 0.0)] * len(ls), show_progress=False)
+    seen = {r.hash for r in records}
+    assert lora[8].hash in seen and lora[4].hash in seen and len(records) == 6
+    small = LayoutOps(template, Budget(lora[4].trainable_params))  # only rank 4 fits
+    assert [ls["blocks.0.attn.qkv"][1] for ls in small.lora_layouts(random.Random(0))] == [Option("lora", 4)]
+    records = run_generations(Evolution(population=6, generations=1, lora_first=False), ops, lambda ls: [(0.0, 0.0)] * len(ls),
+                              show_progress=False)
+    assert lora[8].hash not in {r.hash for r in records}
+    tiny = LayoutOps(template, Budget(lora[4].trainable_params // 2))  # none fits: rank 4's, repaired
+    (repaired,) = tiny.lora_layouts(random.Random(0))
+    assert tiny.legal(repaired)
+
+
+def test_lr_multipliers_scale_each_support_tensor_and_nothing_else():
+    from conftest import make_vit
+    from glora.spaces import Space
+    from glora.supernet import glora_layers, param_groups, wrap
+
+    model = wrap(make_vit(), Space.preset("large"), modules_to_train=("head",))
+    groups = {g["name"]: g for g in param_groups(model, 1e-3, {"A": 30, "D": 5})}
+    layer = next(iter(glora_layers(model).values()))
+    assert groups["A"]["lr"] == pytest.approx(3e-2) and groups["D"]["lr"] == pytest.approx(5e-3) and groups["rest"]["lr"] == 1e-3
+    ids = lambda name: {id(p) for p in groups[name]["params"]}  # noqa: E731
+    assert id(layer.Ad) in ids("A") and id(layer.Au) in ids("A") and id(layer.D) in ids("D")
+    assert id(layer.Bd) in ids("rest") and id(model.head.weight) in ids("rest")
+    assert sum(len(g["params"]) for g in groups.values()) == sum(p.requires_grad for p in model.parameters())
+    (only,) = param_groups(model, 1e-3, {})
+    assert [id(p) for p in only["params"]] == [id(p) for p in model.parameters() if p.requires_grad]  # the old single group
+
+
+@pytest.mark.parametrize("init, bound", [("kaiming", lambda r, c: (1 / c) ** 0.5), ("xavier", lambda r, c: (6 / (r + c)) ** 0.5)])
+def test_up_factor_inits(init, bound):
+    from conftest import make_vit
+    from glora.spaces import Space
+    from glora.supernet import glora_layers, wrap
+
+    layer = next(iter(glora_layers(wrap(make_vit(), Space.preset("large"), up_init=init)).values()))
+    r, c = layer.Au.shape
+    assert layer.Au.abs().max().item() <= bound(r, c) + 1e-7 and layer.Au.abs().max().item() > 0.5 * bound(r, c)
+    assert layer.Ad.abs().max().item() == 0  # identity at init either way

@@ -9,6 +9,7 @@ from typing import Any, Optional, TypeVar
 from glora.backbone import ModelConfig
 from glora.data import DataConfig
 from glora.embedded_backbone import PretrainConfig
+from glora.supernet import GLoRAConfig
 from glora.training import OptimConfig, TrainerConfig
 
 __all__ = ["JobConfig", "PathsConfig", "TrainingJobConfig", "narrow"]
@@ -41,6 +42,7 @@ class TrainingJobConfig(JobConfig):
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
+    glora: GLoRAConfig = field(default_factory=GLoRAConfig)
 
 
 def narrow(cfg: Any, cls: type[T], **changes: Any) -> T:

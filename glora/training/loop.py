@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Optional, Protocol
 
 import torch
@@ -19,15 +19,31 @@ from glora.data import TaskData
 from glora.run import distributed
 from glora.run.device import autocast, pick_device
 from glora.run.errors import TrainingError, require
-from glora.supernet import is_wrapped, reseed
+from glora.supernet import is_wrapped, param_groups, reseed
 
 from .inference import evaluate
 
-__all__ = ["Callback", "LoopState", "OptimConfig", "TrainerConfig", "fit", "step_seed", "warmup_cosine", "EVAL_SEED"]
+__all__ = ["Callback", "LoopState", "LrMultipliers", "OptimConfig", "TrainerConfig", "fit", "step_seed", "warmup_cosine", "EVAL_SEED"]
 
 log = logging.getLogger(__name__)
 
 EVAL_SEED = 12345  # a supernet's validation always sees the same sequence of random subnets
+
+
+@dataclass
+class LrMultipliers:
+    """Per support tensor, a multiple of ``optim.lr``: Adam moves every tensor by ~lr a step,
+    but W0⊙A and b0⊙D move W and b by |W0|, |b0| (~1e-2) times that."""
+
+    A: float = 1.0
+    B: float = 1.0
+    C: float = 1.0
+    D: float = 1.0
+    E: float = 1.0
+
+    def __post_init__(self) -> None:
+        for tensor, value in asdict(self).items():
+            require(value > 0, f"optim.lr_mult.{tensor}", value, "use a positive multiple of optim.lr (1 = none)")
 
 
 @dataclass
@@ -38,6 +54,7 @@ class OptimConfig:
     weight_decay: float = 1e-4
     warmup_epochs: float = 2.0
     min_lr_ratio: float = 0.0
+    lr_mult: LrMultipliers = field(default_factory=LrMultipliers)  # e.g. optim.lr_mult.A=30
 
     def __post_init__(self) -> None:
         require(math.isfinite(self.lr) and self.lr > 0, "optim.lr", self.lr, "use a positive learning rate, e.g. optim.lr=1e-3")
@@ -122,7 +139,7 @@ def fit(
     rank, world = (distributed.rank(), distributed.world_size()) if sync else (0, 1)
     steps_per_epoch = len(task.loader(train_split, train=True, rank=rank, world=world))
     total_steps = trainer.epochs * steps_per_epoch if trainer.max_steps is None else min(trainer.max_steps, trainer.epochs * steps_per_epoch)
-    optimizer = torch.optim.AdamW(params, lr=optim.lr, weight_decay=optim.weight_decay)
+    optimizer = torch.optim.AdamW(param_groups(model, optim.lr, asdict(optim.lr_mult)), lr=optim.lr, weight_decay=optim.weight_decay)
     schedule = warmup_cosine(optimizer, round(optim.warmup_epochs * steps_per_epoch), total_steps, optim.min_lr_ratio)
     state = LoopState(model, optimizer, schedule, trainer.epochs)
     for callback in callbacks:

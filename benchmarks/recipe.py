@@ -1,0 +1,98 @@
+"""Which supernet recipe learns? Supernet training variants (learning-rate multipliers per
+support tensor, up-factor init, length) compared on *validation* data only: the mean val
+accuracy of random layouts on the trained supernet, the val accuracy of the LoRA layout
+(B = LoRA_r everywhere) it inherits, and the best of a small evolution. Writes
+``benchmarks/results/recipe-<machine>.md``.
+
+    python benchmarks/recipe.py --overrides experiment=real_gpu data.task=mnist model.checkpoint=...
+    python benchmarks/recipe.py --overrides data.task=count trainer.epochs=20      # embedded, CPU
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import random
+import time
+from pathlib import Path
+
+import pandas as pd
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from machine import machine_info, machine_tag
+
+from glora.jobs.app import CONF_DIR
+from glora.run.device import pick_device
+from glora.run.io import write_text_atomic
+from glora.search import Budget, Evaluator, Evolution, LayoutOps, run_generations, timed, top_k
+from glora.search.report import markdown_table
+from glora.spaces import Layout
+from glora.stages.train import load_trained, train_supernet
+
+ROOT = Path(__file__).resolve().parents[1]
+VARIANTS = {
+    "default": [],
+    "lr 1e-4": ["optim.lr=1e-4"],
+    "no C": ["space.options.C=[none]"],
+    "no C, A/D lora or none": ["space.options.C=[none]", "space.options.A=[lora,none]", "space.options.D=[none]"],
+    "mult A30 B8 D30": ["optim.lr_mult.A=30", "optim.lr_mult.B=8", "optim.lr_mult.D=30"],
+    "mult + xavier": ["optim.lr_mult.A=30", "optim.lr_mult.B=8", "optim.lr_mult.D=30", "glora.up_init=xavier"],
+}
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--overrides", nargs="*", default=[])
+    parser.add_argument("--variants", nargs="*", default=list(VARIANTS))
+    parser.add_argument("--budget", type=int, default=20000)
+    parser.add_argument("--work", default="runs/bench-recipe")
+    parser.add_argument("--quick", action="store_true", help="5 random layouts and no search: the supernet's own learning only")
+    args = parser.parse_args()
+    rows, started = [], time.time()
+    for name in args.variants:
+        extra = VARIANTS[name]
+        with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+            cfg = OmegaConf.to_object(compose("train", overrides=[*args.overrides, *extra]))
+        run = Path(args.work) / f"{name.replace(' ', '_')}-{int(time.time())}"
+        tick = time.time()
+        metrics = train_supernet(cfg, run)
+        train_s = time.time() - tick
+        device = pick_device(cfg.trainer.device)
+        sn = load_trained(run, device)
+        evaluate = Evaluator(sn.model, sn.task.loader("val"), device)
+        ops = LayoutOps(Layout.sample(sn.model, sn.space, seed=0), Budget(args.budget))
+        rng = random.Random(0)
+        randoms = [evaluate(ops.layout(ops.random(rng))) for _ in range(5 if args.quick else 20)]
+        lora = {str(layers[next(iter(layers))][1]): evaluate(ops.layout(layers)) for layers in ops.lora_layouts(rng)}
+        generations = 1 if args.quick else 4
+        records = run_generations(Evolution(population=5 if args.quick else 20, generations=generations, budget=args.budget), ops,
+                                  timed(evaluate), show_progress=False)
+        best = top_k(records, 1)[0]
+        rows.append({"variant": name, "overrides": " ".join(extra) or "-", "supernet_val_acc": metrics.get("val/acc"),
+                     "random_layouts_val_mean": sum(randoms) / len(randoms), "random_layouts_val_max": max(randoms),
+                     **{f"lora ({r})_val": acc for r, acc in lora.items()}, "search_best_val": best.val_acc,
+                     "search_best_params": best.params, "train_s": round(train_s, 1)})
+        print(rows[-1], flush=True)
+        write(rows, args, started)
+
+
+def write(rows: list[dict], args: argparse.Namespace, started: float) -> None:
+    """The table so far (written after every variant, so a cut-short run keeps its rows)."""
+    tag = machine_tag(pick_device("auto"))
+    text = "\n".join([
+        "# Supernet recipes, on validation data", "", f"Machine: {json.dumps(machine_info())}", "",
+        f"`python benchmarks/recipe.py --overrides {' '.join(args.overrides)}`: each variant trains the supernet on the "
+        f"train split, then everything is scored on the val split (200 images): {5 if args.quick else 20} random layouts under "
+        f"{args.budget:,} params, the LoRA layouts it inherits, and the best of a {'5 x 1' if args.quick else '20 x 4'} evolution. "
+        f"{time.time() - started:.0f} s.", "",
+        markdown_table(pd.DataFrame(rows)), "",
+    ])
+    out = ROOT / "benchmarks" / "results" / f"recipe-{tag}.md"
+    write_text_atomic(out, text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
