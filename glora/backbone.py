@@ -105,7 +105,7 @@ def _fit_to(model: nn.Module, state: dict[str, Any]) -> dict[str, Any]:
     (for ViTs: position embeddings resampled to another image size, bicubic)."""
     family = sys.modules.get(type(model).__module__)
     adapt = getattr(family, "checkpoint_filter_fn", None)
-    if adapt is None or not any(k in state for k in ("pos_embed",)):
+    if adapt is None or "pos_embed" not in state:
         return state
     want = model.state_dict().get("pos_embed")
     if want is None or state["pos_embed"].shape == want.shape:

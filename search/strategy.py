@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
-from typing import ClassVar, Optional, Protocol
+from typing import ClassVar, Optional
 
 from glora.run.errors import JobError, require
 from glora.spaces import Choice
 
 from .operators import LayoutOps
 
-__all__ = ["Record", "SearchConfig", "Strategy", "STRATEGIES", "register_strategy", "get_strategy", "strategy_name", "top_k"]
+__all__ = ["Record", "SearchConfig", "STRATEGIES", "register_strategy", "get_strategy", "strategy_name", "top_k"]
 
 
 @dataclass
@@ -58,13 +58,9 @@ class SearchConfig:
         return self.population
 
     def propose(self, generation: int, records: list[Record], ops: LayoutOps, rng: random.Random) -> list[dict[str, Choice]]:
+        """The candidates of one generation (≥ 1) from everything evaluated so far: the one
+        method a strategy implements (generation 0 is the loop's: seeds, LoRA layouts, random)."""
         raise NotImplementedError
-
-
-class Strategy(Protocol):
-    """Proposes the candidates of one generation (≥ 1) from everything evaluated so far."""
-
-    def propose(self, generation: int, records: list[Record], ops: LayoutOps, rng: random.Random) -> list[dict[str, Choice]]: ...
 
 
 STRATEGIES: dict[str, type[SearchConfig]] = {}

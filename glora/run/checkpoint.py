@@ -49,8 +49,8 @@ def _header(path: Path) -> dict[str, str]:
         raise CheckpointError(f"checkpoint {str(path)!r} is truncated or corrupt ({err}); delete it or point at another run") from None
 
 
-def read_identity(path: Path) -> dict[str, Any]:
-    meta = _header(path)
+def read_identity(path: Path, meta: dict[str, str] | None = None) -> dict[str, Any]:
+    meta = _header(path) if meta is None else meta
     if "glora" not in meta:
         raise CheckpointError(f"checkpoint {str(path)!r} was not written by this project (no 'glora' header)")
     return json.loads(meta["glora"])
@@ -60,7 +60,8 @@ def load_weights(path: Path, model: nn.Module, expect: dict[str, Any]) -> dict[s
     """Load weights saved by :func:`save_weights` after checking that their identity
     (model, space, classes, ...) matches ``expect`` and that the tensors are the bytes
     that were written (checksum); returns the stored identity."""
-    identity = read_identity(path)
+    meta = _header(path)
+    identity = read_identity(path, meta)
     for key, want in expect.items():
         have = identity.get(key)
         if have != want:
@@ -73,7 +74,7 @@ def load_weights(path: Path, model: nn.Module, expect: dict[str, Any]) -> dict[s
             state = {k: handle.get_tensor(k) for k in handle.keys()}
     except (SafetensorError, OSError, ValueError) as err:
         raise CheckpointError(f"checkpoint {str(path)!r} is truncated or corrupt ({err})") from None
-    recorded = _header(path).get("sha256")
+    recorded = meta.get("sha256")
     if recorded is not None and tensors_digest(state) != recorded:
         raise CheckpointError(f"checkpoint {str(path)!r} is corrupt: its tensors do not match the checksum written with them; "
                               "delete it (resume then starts from scratch) or point at another run")
