@@ -1,17 +1,21 @@
 #!/usr/bin/env python
 """Accuracy on the embedded suite: searched GLoRA against the baselines people would try.
 
-Every method starts from the same pretrained embedded backbone, gets a fresh head seeded
-the same way, and is trained with the same loop (``glora.training.fit``), optimiser,
-schedule and epochs on the VTAB protocol (train on train+val, report the final epoch's
-test accuracy; no selection on test). Methods:
+Every method starts from the same pretrained backbone, gets a fresh head seeded the same
+way, and is trained with the same loop (``glora.training.fit``), optimiser, schedule and
+epochs. Tuned protocol, the same for every method: each learning rate of one small grid
+(``--lrs``) trains on train (800) and is scored on val (200) with seed 0; the best val
+accuracy picks the lr; then train+val is trained with that lr for every seed and the final
+epoch's test accuracy is reported (test is never used to choose anything). Methods:
 
 * ``probe``            head only (backbone frozen);
 * ``full_ft``          every parameter;
 * ``lora_r{1,2,4,8}``  PEFT's LoRA (library defaults: alpha 8, no dropout) on the layers
                        GLoRA targets (every block's qkv / proj / fc1 / fc2);
+* ``lora_r{1,4}_alpha_r``  the same at alpha = r (r=8 is alpha 8 already);
 * ``peft_glora_r8``    PEFT's own GLoRA, one uniform config for every targeted layer:
-                       its defaults (A, B, C LoRA; D, E constant) at r=8, and ``_r2``;
+                       its defaults (A, B, C LoRA; D, E constant) at r=2 (and r=8 with
+                       ``--peft-glora-ranks 2 8``);
 * ``glora_random_<b>`` this project's GLoRA with a random legal layout of 90–100% of
                        budget ``b`` (drawn per seed);
 * ``glora_search_<b>`` the layout the pipeline finds under budget ``b`` (supernet trained
@@ -23,10 +27,15 @@ the backbone for full_ft) and ``head_params`` apart. Every run lives in its own 
 ``--work`` and resumes from its checkpoint, so an interrupted benchmark continues.
 
     .venv/bin/pip install -e ".[bench]"
-    .venv/bin/python benchmarks/accuracy.py                           # 3 tasks x 3 seeds
-    .venv/bin/python benchmarks/accuracy.py --tasks count --seeds 1 --epochs 2 --quick
+    .venv/bin/python benchmarks/accuracy.py --epochs 10                # 3 tasks x 3 seeds
+    .venv/bin/python benchmarks/accuracy.py --tasks count --seeds 1 --epochs 2 --lrs 1e-3 --quick
+    # one process per task (2-core machines run them side by side), then one table:
+    for t in count orientation texture; do OMP_NUM_THREADS=1 .venv/bin/python benchmarks/accuracy.py --epochs 10 --tasks $t --no-report & done; wait
+    .venv/bin/python benchmarks/accuracy.py --epochs 10 --report
+    # the real backbone (DINOv2 ViT-S/14), e.g. on a GPU at 224 px:
+    .venv/bin/python benchmarks/accuracy.py --tasks mnist elpv --budgets 300000 600000 --name real-224 experiment=real_gpu
 
-Writes benchmarks/results/accuracy-<device>.{md,csv,png} (``-quick`` for --quick).
+Writes benchmarks/results/accuracy-<name or device>.{md,csv,png} (``-quick`` for --quick).
 """
 from __future__ import annotations
 
@@ -52,28 +61,29 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from machine import machine_info, machine_tag
-
-from glora.backbone import classifier_name, load_backbone
-from glora.data import build_task
-from glora.embedded_backbone import ensure_embedded_backbone
-from glora.jobs.app import CONF_DIR  # registers the config schemas
-from glora.run.io import write_text_atomic
 from glora.search import Budget, LayoutOps, strategy_name
 from glora.search.report import markdown_table
 from glora.spaces import DEFAULT_TARGETS, Layout
+from glora.supernet import GLoRAConfig, set_layout, wrap
+from machine import machine_info, machine_tag
+
+from glora.backbone import EMBEDDED, classifier_name, load_backbone
+from glora.data import build_task
+from glora.embedded_backbone import ensure_embedded_backbone
+from glora.jobs.app import CONF_DIR  # registers the config schemas
+from glora.run.io import write_json_atomic, write_text_atomic
 from glora.stages.config import narrow
 from glora.stages.search import SearchJobConfig, run_search
 from glora.stages.train import TrainJobConfig as TrainConfig
 from glora.stages.train import train_supernet
-from glora.supernet import set_layout, wrap
-from glora.training import Checkpoint, RunFiles, fit
+from glora.training import fit
 
 log = logging.getLogger("accuracy")
 
 LORA_RANKS = (1, 2, 4, 8)
-PEFT_GLORA_RANKS = (8, 2)
-DEFAULT_BUDGETS = (4096, 8192, 16384)  # LoRA r=1, 2, 4 on the embedded backbone's targets
+ALPHA_R_RANKS = (1, 4)  # LoRA at alpha = r too, at the ranks of the default budgets (r=8 is alpha 8 already)
+DEFAULT_LRS = (1e-3, 3e-3, 1e-2)
+DEFAULT_BUDGETS = (4096, 16384)  # LoRA r=1 and r=4 on the embedded backbone's targets
 
 
 # ---- methods: each turns a backbone with a fresh head into the model to train ----------------
@@ -100,11 +110,11 @@ def peft_model(model: torch.nn.Module, config) -> torch.nn.Module:
     return wrapped
 
 
-def peft_lora(rank: int):
+def peft_lora(rank: int, alpha: int = 8):
     def build(model: torch.nn.Module) -> torch.nn.Module:
         import peft
 
-        return peft_model(model, peft.LoraConfig(r=rank, target_modules=DEFAULT_TARGETS))
+        return peft_model(model, peft.LoraConfig(r=rank, lora_alpha=alpha, target_modules=DEFAULT_TARGETS))
 
     return build
 
@@ -118,12 +128,12 @@ def peft_glora(rank: int):
     return build
 
 
-def glora_layout(layout_for, seed: int):
+def glora_layout(layout_for, seed: int, glora: GLoRAConfig):
     """This project's GLoRA with the fixed layout ``layout_for(model)``."""
 
     def build(model: torch.nn.Module) -> torch.nn.Module:
         layout = layout_for(model)
-        wrap(model, layout.space, seed=seed, modules_to_train=(classifier_name(model),))
+        wrap(model, layout.space, seed=seed, modules_to_train=(classifier_name(model),), up_init=glora.up_init, vector_b=glora.vector_b)
         set_layout(model, layout)
         model.adapter_params = layout.trainable_params  # the supernet's tensors are stored at max rank
         return model
@@ -141,10 +151,16 @@ def random_layout(space, budget: int, seed: int):
 
 
 # ---- one run ------------------------------------------------------------------------------------
-def run_method(name: str, build, cfg: TrainConfig, task: str, seed: int, run_dir: Path) -> dict:
-    """Train one method on one task with one seed (or read the finished run back)."""
+def run_method(name: str, build, cfg: TrainConfig, task: str, seed: int, lr: float, splits: tuple[str, str], run_dir: Path) -> dict:
+    """Train one method on one task with one seed and lr on ``splits`` (train, eval); a
+    finished run is read back from its ``result.json`` (runs are short: an interrupted one
+    starts over, without per-epoch checkpoints or plots)."""
+    done = run_dir / "result.json"
+    if done.is_file():
+        return json.loads(done.read_text())
     data = replace(cfg.data, task=task)
-    model, spec = load_backbone(cfg.model, num_classes=0, embedded_dir=ensure_embedded_backbone(cfg.pretrain, cfg.paths.cache))
+    embedded = ensure_embedded_backbone(cfg.pretrain, cfg.paths.cache) if cfg.model.name == EMBEDDED else None
+    model, spec = load_backbone(cfg.model, num_classes=0, embedded_dir=embedded, cache_root=cfg.paths.cache)
     task_data = build_task(data, spec.preprocess)
     torch.manual_seed(seed)
     model.reset_classifier(task_data.num_classes)
@@ -155,19 +171,20 @@ def run_method(name: str, build, cfg: TrainConfig, task: str, seed: int, run_dir
     head = sum(p.numel() for p in trainable if id(p) in head_ids)
     adapter = getattr(model, "adapter_params", sum(p.numel() for p in trainable) - head)
     trainer = replace(cfg.trainer, seed=seed)
-    identity = {"benchmark": "accuracy", "method": name, "task": task, "seed": seed}
     started = time.time()
-    callbacks = (Checkpoint(run_dir, identity, "weights.safetensors"), RunFiles(run_dir, f"{name} on {task}, seed {seed}", {"identity": identity}))
-    history = fit(model, task_data, cfg.optim, trainer, ("trainval", "test"), callbacks)
-    return {"task": task, "method": name, "seed": seed, "adapter_params": adapter, "head_params": head,
-            "test_acc": history[-1]["test/acc"], "train_acc": history[-1]["train/acc"], "seconds": round(time.time() - started, 1)}
+    history = fit(model, task_data, replace(cfg.optim, lr=lr), trainer, splits)
+    row = {"task": task, "method": name, "seed": seed, "lr": lr, "eval_split": splits[1], "adapter_params": adapter, "head_params": head,
+           "acc": history[-1][f"{splits[1]}/acc"], "train_acc": history[-1]["train/acc"], "seconds": round(time.time() - started, 1)}
+    write_json_atomic(done, row)
+    return row
 
 
-def searched_layouts(cfg, task: str, budgets: list[int], work: Path) -> dict[int, dict]:
+def searched_layouts(cfg, task: str, budgets: list[int], work: Path, supernet_epochs: int | None = None) -> dict[int, dict]:
     """The pipeline's stages for one task: supernet on train, search on val per budget."""
     data = replace(cfg.data, task=task)
     supernet_dir = work / task / "supernet"
-    train_supernet(narrow(cfg, TrainConfig, data=data), supernet_dir)
+    trainer = replace(cfg.trainer, epochs=supernet_epochs or cfg.trainer.epochs)
+    train_supernet(narrow(cfg, TrainConfig, data=data, trainer=trainer), supernet_dir)
     found = {}
     for budget in budgets:
         search_dir = work / task / f"search-{budget}"
@@ -180,27 +197,93 @@ def searched_layouts(cfg, task: str, budgets: list[int], work: Path) -> dict[int
     return found
 
 
+def method_list(cfg, space, budgets: list[int], found: dict[int, dict], seed: int, peft_glora_ranks: list[int]) -> dict:
+    """Every method's model builder for one seed (random layouts are drawn per seed)."""
+    up = cfg.glora
+    out = {"probe": head_only, "full_ft": full_ft,
+           **{f"lora_r{r}": peft_lora(r) for r in LORA_RANKS},
+           **{f"lora_r{r}_alpha_r": peft_lora(r, r) for r in ALPHA_R_RANKS},
+           **{f"peft_glora_r{r}": peft_glora(r) for r in peft_glora_ranks}}
+    for budget in budgets:
+        out[f"glora_random_{budget}"] = glora_layout(random_layout(space, budget, seed), seed, up)
+        out[f"glora_search_{budget}"] = glora_layout(lambda _m, path=found[budget]["layout"]: Layout.load(path), seed, up)
+    return out
+
+
+def benchmark_task(cfg, task: str, args: argparse.Namespace, work: Path) -> None:
+    """Tune each method's lr on train/val (seed 0), then train+val -> test for every seed;
+    the rows land in ``work/<task>/{tuning,final}.csv``."""
+    space = cfg.space.build()
+    found = searched_layouts(cfg, task, args.budgets, work, args.supernet_epochs)
+    tuning, final = [], []
+    for name in method_list(cfg, space, args.budgets, found, 0, args.peft_glora_ranks):
+        if len(args.lrs) > 1:
+            tries = [run_method(name, method_list(cfg, space, args.budgets, found, 0, args.peft_glora_ranks)[name], cfg, task, 0, lr,
+                                ("train", "val"), work / task / name / f"tune-lr{lr:g}") for lr in args.lrs]
+            tuning += tries
+            lr = max(tries, key=lambda r: (r["acc"], -r["lr"]))["lr"]  # best val; a tie goes to the smaller lr
+            log.info("%s %s: val acc %s -> lr %g", task, name, [round(r["acc"], 3) for r in tries], lr)
+        else:
+            lr = args.lrs[0]
+        for seed in range(args.seeds):
+            build = method_list(cfg, space, args.budgets, found, seed, args.peft_glora_ranks)[name]
+            row = run_method(name, build, cfg, task, seed, lr, ("trainval", "test"), work / task / name / f"seed{seed}")
+            log.info("%s %s seed %d lr %g: test acc %.4f (%d + %d params, %.0f s)", task, name, seed, lr, row["acc"],
+                     row["adapter_params"], row["head_params"], row["seconds"])
+            final.append(row)
+        write_text_atomic(work / task / "final.csv", pd.DataFrame(final).to_csv(index=False))
+        if tuning:
+            write_text_atomic(work / task / "tuning.csv", pd.DataFrame(tuning).to_csv(index=False))
+
+
 # ---- tables and plot ------------------------------------------------------------------------
+def _cell(mean: float, std: float) -> str:
+    return f"{mean:.3f} ± {0 if pd.isna(std) else std:.3f}"
+
+
 def summarise(runs: pd.DataFrame) -> pd.DataFrame:
-    """Mean ± std over seeds per (method, task), and the mean over tasks per method."""
+    """Mean ± std over seeds per (method, task) with the lr each chose, and the mean over
+    tasks per method (± std over seeds of that mean)."""
     per_task = runs.groupby(["method", "task"], sort=False).agg(
         adapter_params=("adapter_params", "mean"), head_params=("head_params", "mean"),
-        mean=("test_acc", "mean"), std=("test_acc", "std"), seeds=("seed", "nunique"))
-    cells = per_task.apply(lambda r: f"{r['mean']:.3f} ± {0 if pd.isna(r['std']) else r['std']:.3f}", axis=1).unstack("task")
-    seed_means = runs.groupby(["method", "seed"], sort=False)["test_acc"].mean().groupby("method", sort=False)
-    overall = seed_means.agg(["mean", "std"]).apply(lambda r: f"{r['mean']:.3f} ± {0 if pd.isna(r['std']) else r['std']:.3f}", axis=1)
+        mean=("acc", "mean"), std=("acc", "std"), lr=("lr", "first"))
+    cells = per_task.apply(lambda r: f"{_cell(r['mean'], r['std'])} (lr {r['lr']:g})", axis=1).unstack("task")
+    seed_means = runs.groupby(["method", "seed"], sort=False)["acc"].mean().groupby("method", sort=False)
+    overall = seed_means.agg(["mean", "std"])
     params = per_task.groupby("method", sort=False)[["adapter_params", "head_params"]].mean().round().astype(int)
-    table = params.join(cells).join(overall.rename("overall"))
+    table = params.join(cells).join(overall.apply(lambda r: _cell(r["mean"], r["std"]), axis=1).rename("overall"))
+    table["overall_mean"] = overall["mean"].round(4)
     return table.loc[list(dict.fromkeys(runs["method"]))]
 
 
+def verdict(table: pd.DataFrame, budgets: list[int]) -> pd.DataFrame:
+    """Per budget: the searched layout against the best baseline of each family that fits
+    the same budget (LoRA at either alpha, PEFT's uniform GLoRA, the random layout)."""
+    rows = []
+    for budget in budgets:
+        name = f"glora_search_{budget}"
+        if name not in table.index:
+            continue
+        ours = table.loc[name]
+        fits = table[table["adapter_params"] <= budget]
+        for family, prefix in (("PEFT LoRA", "lora_r"), ("PEFT GLoRA uniform", "peft_glora_"), ("random layout", f"glora_random_{budget}")):
+            rivals = fits[fits.index.str.startswith(prefix)]
+            if len(rivals):
+                best = rivals["overall_mean"].idxmax()
+                rows.append({"budget": budget, "searched_params": int(ours["adapter_params"]), "searched": ours["overall_mean"],
+                             "rival_family": family, "best_rival": best, "rival_params": int(rivals.loc[best, "adapter_params"]),
+                             "rival": rivals.loc[best, "overall_mean"], "difference": round(ours["overall_mean"] - rivals.loc[best, "overall_mean"], 4)})
+    return pd.DataFrame(rows)
+
+
 def plot(runs: pd.DataFrame, path: Path, title: str) -> None:
-    mean = runs.groupby("method", sort=False).agg(params=("adapter_params", "mean"), acc=("test_acc", "mean"))
+    mean = runs.groupby("method", sort=False).agg(params=("adapter_params", "mean"), acc=("acc", "mean"))
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    families = [("lora_r", "PEFT LoRA r=1,2,4,8", "o-"), ("glora_search_", "GLoRA searched (budget sweep)", "s-"),
-                ("glora_random_", "GLoRA random layout", "x--"), ("peft_glora_", "PEFT GLoRA uniform (r=8, r=2)", "D")]
-    for prefix, label, style in families:
-        rows = mean[mean.index.str.startswith(prefix)].sort_values("params")
+    families = [(r"^lora_r\d+$", "PEFT LoRA r=1,2,4,8 (alpha 8)", "o-"), (r"^lora_r\d+_alpha_r$", "PEFT LoRA r=1,2,4 (alpha r)", "o:"),
+                (r"^glora_search_", "GLoRA searched (budget sweep)", "s-"), (r"^glora_random_", "GLoRA random layout", "x--"),
+                (r"^peft_glora_", "PEFT GLoRA uniform", "D")]
+    for pattern, label, style in families:
+        rows = mean[mean.index.str.contains(pattern)].sort_values("params")
         if len(rows):
             ax.plot(rows["params"], rows["acc"], style, label=label)
     for name, style in (("full_ft", "k--"), ("probe", "k:")):
@@ -222,11 +305,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--tasks", nargs="+", default=["count", "orientation", "texture"])
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--budgets", type=int, nargs="+", default=list(DEFAULT_BUDGETS))
+    parser.add_argument("--lrs", type=float, nargs="+", default=list(DEFAULT_LRS), help="the lr grid every method chooses from on val")
+    parser.add_argument("--peft-glora-ranks", type=int, nargs="*", default=[2])
     parser.add_argument("--epochs", type=int, default=None, help="override trainer.epochs (default: the config's)")
+    parser.add_argument("--supernet-epochs", type=int, default=None, help="the supernet's epochs (default: --epochs)")
     parser.add_argument("--quick", action="store_true", help="smoke backbone and search; checks the script runs")
+    parser.add_argument("--no-report", action="store_true", help="run the tasks only (one process per task, then --report)")
+    parser.add_argument("--report", action="store_true", help="only write the table from the tasks' finished rows")
+    parser.add_argument("--name", default=None, help="results file name (default: the machine's tag)")
     parser.add_argument("--work", default="runs/bench-accuracy", help="run dirs (resumable)")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
-    parser.add_argument("overrides", nargs="*", help="Hydra overrides of the pipeline config, e.g. optim.lr=5e-4")
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides of the pipeline config, e.g. experiment=real_cpu")
     return parser.parse_args(argv)
 
 
@@ -237,41 +326,45 @@ def main(argv: list[str] | None = None) -> None:
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = OmegaConf.to_object(compose("pipeline", overrides=overrides))
     work = Path(args.work) / ("quick" if args.quick else "full")
-    space = cfg.space.build()
-    rows, started = [], time.time()
-    for task in args.tasks:
-        found = searched_layouts(cfg, task, args.budgets, work)
-        for seed in range(args.seeds):
-            methods = [("probe", head_only), ("full_ft", full_ft),
-                       *((f"lora_r{r}", peft_lora(r)) for r in LORA_RANKS),
-                       *((f"peft_glora_r{r}", peft_glora(r)) for r in PEFT_GLORA_RANKS)]
-            for budget in args.budgets:
-                methods.append((f"glora_random_{budget}", glora_layout(random_layout(space, budget, seed), seed)))
-                methods.append((f"glora_search_{budget}", glora_layout(lambda _m, path=found[budget]["layout"]: Layout.load(path), seed)))
-            for name, build in methods:
-                row = run_method(name, build, cfg, task, seed, work / task / name / f"seed{seed}")
-                log.info("%s %s seed %d: test acc %.4f (%d + %d params, %.0f s)", task, name, seed, row["test_acc"],
-                         row["adapter_params"], row["head_params"], row["seconds"])
-                rows.append(row)
-    runs = pd.DataFrame(rows)
+    started = time.time()
+    if not args.report:
+        for task in args.tasks:
+            benchmark_task(cfg, task, args, work)
+    if not args.no_report:
+        report(cfg, args, overrides, work, time.time() - started)
+
+
+def report(cfg, args: argparse.Namespace, overrides: list[str], work: Path, seconds: float) -> None:
+    runs = pd.concat([pd.read_csv(work / t / "final.csv") for t in args.tasks], ignore_index=True)
+    tuning = [work / t / "tuning.csv" for t in args.tasks if (work / t / "tuning.csv").is_file()]
     table = summarise(runs)
-    info = machine_info()
-    tag = machine_tag() + ("-quick" if args.quick else "")
+    wins = verdict(table, args.budgets)
+    space = cfg.space.build()
+    tag = args.name or (machine_tag() + ("-quick" if args.quick else ""))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out / f"accuracy-{tag}.csv", runs.to_csv(index=False))
-    plot(runs, out / f"accuracy-{tag}.png", f"embedded suite ({', '.join(args.tasks)}), {args.seeds} seeds")
+    if tuning:
+        write_text_atomic(out / f"accuracy-{tag}-tuning.csv", pd.concat([pd.read_csv(p) for p in tuning]).to_csv(index=False))
+    plot(runs, out / f"accuracy-{tag}.png", f"{cfg.model.name}: {', '.join(args.tasks)}, {args.seeds} seeds, lr tuned on val")
+    wall = sum(pd.read_csv(p)["seconds"].sum() for p in tuning) + runs["seconds"].sum()
     text = "\n".join([
-        "# Accuracy on the embedded suite", "",
-        f"Machine: {json.dumps(info)}", "",
-        (f"Tasks {args.tasks}, seeds 0..{args.seeds - 1}, {cfg.trainer.epochs} epochs, AdamW lr {cfg.optim.lr}, batch "
-        f"{cfg.data.batch_size}, VTAB protocol (train on train+val, final-epoch test accuracy). Budgets {args.budgets}; "
-        f"search: {strategy_name(cfg.search)}, population {cfg.search.population} x {cfg.search.generations} generations on a "
-        f"{cfg.trainer.epochs}-epoch supernet (space {list(space.ranks)}), seed 0. Overrides: {overrides or 'none'}. "
-        f"Wall time {time.time() - started:.0f} s."), "",
-        ("Test accuracy, mean ± std over seeds; `overall` is the mean over tasks (± std over seeds of that mean). "
-        "`adapter_params`: trainable params outside the head."), "",
-        markdown_table(table.reset_index()), "",
+        f"# Accuracy: {cfg.model.name}, tuned protocol", "",
+        f"Machine: {json.dumps(machine_info())}", "",
+        (f"`python benchmarks/accuracy.py --tasks {' '.join(args.tasks)} --budgets {' '.join(map(str, args.budgets))} "
+         f"--lrs {' '.join(f'{x:g}' for x in args.lrs)} --seeds {args.seeds} {' '.join(overrides)}`"), "",
+        (f"Protocol: every method trains {cfg.trainer.epochs} epochs (AdamW, warm-up {cfg.optim.warmup_epochs:g} epochs then cosine, "
+         f"weight decay {cfg.optim.weight_decay:g}, batch {cfg.data.batch_size}); its lr is chosen from {list(args.lrs)} by the final "
+         "val accuracy after training on train (seed 0); then it trains on train+val with that lr and reports the final epoch's test "
+         f"accuracy for seeds 0..{args.seeds - 1}. GLoRA's per-support-tensor lr multipliers: {vars(cfg.optim.lr_mult)}, up-factor "
+         f"init {cfg.glora.up_init}, vector B on the inputs' {cfg.glora.vector_b}. Searched layouts: a {args.supernet_epochs or cfg.trainer.epochs}-epoch supernet on train (space ranks {list(space.ranks)}), "
+         f"{strategy_name(cfg.search)} {cfg.search.population} x {cfg.search.generations} ranked on val, seed 0, retrained per seed. "
+         f"Training time in these rows: {wall:.0f} s."), "",
+        ("Test accuracy, mean ± std over seeds (the lr each method chose on val); `overall`: mean over tasks (± std over seeds "
+         "of that mean). `adapter_params`: trainable params outside the head."), "",
+        markdown_table(table.drop(columns="overall_mean").reset_index()), "",
+        "Searched layout against the best of each family that fits its budget (overall means):", "",
+        markdown_table(wins) if len(wins) else "(no searched layouts)", "",
         f"![accuracy vs params](accuracy-{tag}.png)", "",
     ])
     write_text_atomic(out / f"accuracy-{tag}.md", text)

@@ -6,6 +6,11 @@ accuracy of random layouts on the trained supernet, the val accuracy of the LoRA
 
     python benchmarks/recipe.py --overrides experiment=real_gpu data.task=mnist model.checkpoint=...
     python benchmarks/recipe.py --overrides data.task=count trainer.epochs=20      # embedded, CPU
+    python benchmarks/recipe.py --standalone --overrides data.task=count trainer.epochs=20
+
+``--standalone``: no supernet; fixed layouts (LoRA_1 on B; A vector + B LoRA_1 + E vector)
+trained alone on train and scored on val, for every lr of a grid and every multiplier
+variant of ``STEP_VARIANTS``: which per-tensor step sizes let a fixed layout learn.
 """
 from __future__ import annotations
 
@@ -22,6 +27,7 @@ from omegaconf import OmegaConf
 
 from machine import machine_info, machine_tag
 
+
 from glora.jobs.app import CONF_DIR
 from glora.run.device import pick_device
 from glora.run.io import write_text_atomic
@@ -31,14 +37,66 @@ from glora.spaces import Layout
 from glora.stages.train import load_trained, train_supernet
 
 ROOT = Path(__file__).resolve().parents[1]
+MULT = ["optim.lr_mult.A=30", "optim.lr_mult.B=8", "optim.lr_mult.D=30"]
 VARIANTS = {
     "default": [],
+    "vector_b sum (before)": ["glora.vector_b=sum"],
+    "ranks 8,4 only": ["space.ranks=[8,4]"],
+    "ranks 8,4,2,1 + mult + xavier": ["space.ranks=[8,4,2,1]", *MULT, "glora.up_init=xavier"],
+    "ranks + mult + xavier, 3x epochs": ["space.ranks=[8,4,2,1]", *MULT, "glora.up_init=xavier", "trainer.epochs=60"],
     "lr 1e-4": ["optim.lr=1e-4"],
     "no C": ["space.options.C=[none]"],
     "no C, A/D lora or none": ["space.options.C=[none]", "space.options.A=[lora,none]", "space.options.D=[none]"],
     "mult A30 B8 D30": ["optim.lr_mult.A=30", "optim.lr_mult.B=8", "optim.lr_mult.D=30"],
     "mult + xavier": ["optim.lr_mult.A=30", "optim.lr_mult.B=8", "optim.lr_mult.D=30", "glora.up_init=xavier"],
 }
+
+
+STEP_VARIANTS = {"no multipliers": {}, "A30 D30": {"A": 30, "D": 30}, "A30 B8 D30": {"A": 30, "B": 8, "D": 30}}
+STANDALONE_LAYOUTS = {"B=LoRA_1": {"B": "LoRA_1"}, "A LoRA_1, B LoRA_1, D vector": {"A": "LoRA_1", "B": "LoRA_1", "D": "vector"},
+                      "A vector, B LoRA_1, E vector": {"A": "vector", "B": "LoRA_1", "E": "vector"}}
+
+
+def standalone(args: argparse.Namespace) -> None:
+    from dataclasses import replace
+
+    from accuracy import glora_layout, run_method
+
+    from glora.backbone import EMBEDDED, load_backbone
+    from glora.embedded_backbone import ensure_embedded_backbone
+    from glora.training.loop import LrMultipliers
+
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = OmegaConf.to_object(compose("train", overrides=args.overrides))
+    embedded = ensure_embedded_backbone(cfg.pretrain, cfg.paths.cache) if cfg.model.name == EMBEDDED else None
+    model, _ = load_backbone(cfg.model, num_classes=0, embedded_dir=embedded, cache_root=cfg.paths.cache)
+    space = cfg.space.build()
+    rows, started = [], time.time()
+    for layout_name in args.layouts:
+        choice = STANDALONE_LAYOUTS[layout_name]
+        path = Path(args.work) / "layouts" / f"{layout_name.replace(' ', '_').replace(',', '')}.json"
+        Layout.uniform(model, space, **choice).save(path)
+        for variant in args.steps:
+            mult = STEP_VARIANTS[variant]
+            run_cfg = replace(cfg, optim=replace(cfg.optim, lr_mult=LrMultipliers(**mult)))
+            for lr in args.lrs:
+                build = glora_layout(lambda _m, p=path: Layout.load(p), cfg.trainer.seed, cfg.glora)
+                row = run_method(layout_name, build, run_cfg, cfg.data.task, cfg.trainer.seed, lr, ("train", "val"),
+                                 Path(args.work) / f"{path.stem}-{variant.replace(' ', '_')}-lr{lr:g}")
+                rows.append({"layout": layout_name, "params": row["adapter_params"], "multipliers": variant, "lr": lr,
+                             "val_acc": row["acc"], "train_acc": round(row["train_acc"], 4)})
+                print(rows[-1], flush=True)
+    table = pd.DataFrame(rows).pivot_table(index=["layout", "params", "multipliers"], columns="lr", values="val_acc").reset_index()
+    table.columns = [c if isinstance(c, str) else f"val @ lr {c:g}" for c in table.columns]
+    tag = machine_tag(pick_device("auto"))
+    text = "\n".join([
+        "# Step sizes for fixed layouts, on validation data", "", f"Machine: {json.dumps(machine_info())}", "",
+        f"`python benchmarks/recipe.py --standalone --overrides {' '.join(args.overrides)}`: each layout trained alone from the "
+        f"backbone on train ({cfg.trainer.epochs} epochs, seed {cfg.trainer.seed}), final val accuracy (200 images). "
+        f"{time.time() - started:.0f} s.", "", markdown_table(table), "",
+    ])
+    write_text_atomic(ROOT / "benchmarks" / "results" / f"recipe-standalone-{tag}.md", text)
+    print(text)
 
 
 def main() -> None:
@@ -49,7 +107,14 @@ def main() -> None:
     parser.add_argument("--budget", type=int, default=20000)
     parser.add_argument("--work", default="runs/bench-recipe")
     parser.add_argument("--quick", action="store_true", help="5 random layouts and no search: the supernet's own learning only")
+    parser.add_argument("--standalone", action="store_true", help="fixed layouts alone: step-size variants x an lr grid")
+    parser.add_argument("--lrs", type=float, nargs="+", default=[1e-3, 3e-3, 1e-2])
+    parser.add_argument("--layouts", nargs="+", default=list(STANDALONE_LAYOUTS), help="--standalone: which layouts")
+    parser.add_argument("--steps", nargs="+", default=list(STEP_VARIANTS), help="--standalone: which multiplier variants")
+    parser.add_argument("--name", default=None, help="results file suffix (default: the machine's tag)")
     args = parser.parse_args()
+    if args.standalone:
+        return standalone(args)
     rows, started = [], time.time()
     for name in args.variants:
         extra = VARIANTS[name]
@@ -80,7 +145,7 @@ def main() -> None:
 
 def write(rows: list[dict], args: argparse.Namespace, started: float) -> None:
     """The table so far (written after every variant, so a cut-short run keeps its rows)."""
-    tag = machine_tag(pick_device("auto"))
+    tag = args.name or machine_tag(pick_device("auto"))
     text = "\n".join([
         "# Supernet recipes, on validation data", "", f"Machine: {json.dumps(machine_info())}", "",
         f"`python benchmarks/recipe.py --overrides {' '.join(args.overrides)}`: each variant trains the supernet on the "

@@ -41,6 +41,10 @@ class SearchConfig:
     seed_layouts: list[str] = field(default_factory=list)  # layout JSON files for the first population
     space: Optional[str] = None  # expected space preset of the supernet (checked)
     lora_first: bool = True  # generation 0 holds the LoRA layouts (B = LoRA_r everywhere) that fit the budget
+    # Re-rank the best `rerank` layouts, with the LoRA layouts that fit, by a short stand-alone
+    # training on train scored on val (the supernet's inherited accuracy ranks them only roughly).
+    rerank: int = 0
+    rerank_epochs: Optional[int] = None  # null: the supernet's trainer.epochs
 
     name: ClassVar[str] = ""
 
@@ -52,6 +56,9 @@ class SearchConfig:
         require(self.generations >= 1, "search.generations", self.generations, "use at least 1 generation, e.g. 20")
         require(self.max_tries >= 1, "search.max_tries", self.max_tries, "use at least 1 draw before a repair, e.g. 50")
         require(self.seed >= 0, "search.seed", self.seed, "use a seed >= 0")
+        require(self.rerank >= 0, "search.rerank", self.rerank, "use 0 (rank by the supernet alone) or the number of top layouts to retrain, e.g. 4")
+        require(self.rerank_epochs is None or self.rerank_epochs >= 1, "search.rerank_epochs", self.rerank_epochs,
+                "use null (the supernet's epochs) or at least 1 epoch")
 
     def size(self, generation: int) -> int:
         """How many candidates ``generation`` proposes."""

@@ -20,7 +20,19 @@ from glora.spaces import TENSORS, Choice, Option
 
 from .functional import lora_a_linear, scaled_linear
 
-__all__ = ["SUPPORT_TENSOR", "UP_INITS", "ChoiceSampler", "GLoRALinear"]
+__all__ = ["SUPPORT_TENSOR", "UP_INITS", "VECTOR_B", "ChoiceSampler", "GLoRALinear", "parameterisation"]
+
+#: How vector / constant B (W += b 1ᵀ·s) scale the broadcast row. ``sum`` (s = 1, the official
+#: code and peft) adds b·Σx to every output, so its step grows with the layer's width and the
+#: inputs' offset: on DINOv2 ViT-S, |Σx| is ~80 at fc2, and a supernet that draws these forms
+#: never leaves chance. ``mean`` (s = 1/in) makes the row act on the inputs' mean.
+VECTOR_B = {"mean": lambda in_features: 1.0 / in_features, "sum": lambda in_features: 1.0}
+
+
+def parameterisation(vector_b: str) -> str:
+    """What stored support tensors mean; checkpoints record it so weights trained under
+    another meaning are refused instead of silently reinterpreted."""
+    return f"glora-param/2 vector_b={vector_b}"
 
 _NONE = Option("none")
 
@@ -70,6 +82,7 @@ class GLoRALinear(nn.Module):
         max_rank: int,
         sampler: ChoiceSampler | None = None,
         up_init: str = "kaiming",
+        vector_b: str = "mean",
     ) -> None:
         super().__init__()
         self.base_layer = base_layer
@@ -103,6 +116,7 @@ class GLoRALinear(nn.Module):
             return nn.Parameter(torch.zeros(out_f, **factory)) if kinds(tensor) - {"none"} else None
 
         # Down factors and D, E start at zero, so any subnet starts as the pretrained layer.
+        self.row_scale = VECTOR_B[vector_b](in_f)  # vector / constant B: W += b 1ᵀ · row_scale
         self.Ad, self.Au = down("A", out_f), up("A", in_f)
         self.Bd, self.Bu = down("B", out_f), up("B", in_f)
         self.Cd, self.Cu = down("C", in_f), up("C", 1)
@@ -158,8 +172,10 @@ class GLoRALinear(nn.Module):
         weight = self.weight
         if a.kind != "none":
             weight = weight + weight * self._scale(self.Ad, self.Au, a)
-        if b.kind != "none":
-            weight = weight + self._scale(self.Bd, self.Bu, b).expand_as(weight)
+        if b.kind == "lora":
+            weight = weight + self._scale(self.Bd, self.Bu, b)
+        elif b.kind != "none":
+            weight = weight + (self._scale(self.Bd, self.Bu, b) * self.row_scale).expand_as(weight)
         return weight, self._bias(choice)
 
     def _b_factors(self, b: Option) -> tuple[Tensor | None, Tensor | None]:
@@ -167,9 +183,9 @@ class GLoRALinear(nn.Module):
         if b.kind == "lora":
             return self.Bd[:, : b.rank], self.Bu[: b.rank]
         if b.kind == "vector":
-            return self.Bd[:, :1], None
+            return self.Bd[:, :1] * self.row_scale, None
         if b.kind == "constant":
-            return self.Bd[0, 0], None
+            return self.Bd[0, 0] * self.row_scale, None
         return None, None
 
     def _fixed(self, what: str) -> Choice:
@@ -200,9 +216,9 @@ class GLoRALinear(nn.Module):
             y = scaled_linear(x, self.weight, self.Ad[:, 0] if a.kind == "vector" else self.Ad[0, 0], bias)
         if b.kind == "lora":
             y = y + F.linear(F.linear(x, self.Bu[: b.rank]), self.Bd[:, : b.rank])
-        elif b.kind != "none":  # x (b 1ᵀ)ᵀ = (Σ_in x) b
+        elif b.kind != "none":  # x (b 1ᵀ s)ᵀ = (Σ_in x) s b
             scale = self.Bd[:, 0] if b.kind == "vector" else self.Bd[0, 0]
-            y = y + x.sum(-1, keepdim=True) * scale
+            y = y + x.sum(-1, keepdim=True) * (scale * self.row_scale)
         return y
 
     def extra_repr(self) -> str:

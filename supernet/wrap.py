@@ -15,7 +15,7 @@ from torch import nn
 from glora.run.errors import require
 from glora.spaces import Layout, LayoutError, Space, model_name
 
-from .layer import SUPPORT_TENSOR, UP_INITS, ChoiceSampler, GLoRALinear
+from .layer import SUPPORT_TENSOR, UP_INITS, VECTOR_B, ChoiceSampler, GLoRALinear
 
 __all__ = ["GLoRAConfig", "glora_layers", "is_wrapped", "param_groups", "merge", "merged_inference", "reseed", "set_layout", "space_of", "support_parameters", "wrap"]
 
@@ -25,9 +25,11 @@ class GLoRAConfig:
     """How ``wrap`` builds the support tensors (the ``glora`` config group)."""
 
     up_init: str = "kaiming"  # kaiming (peft) | xavier (official GLoRA)
+    vector_b: str = "mean"  # mean | sum (official GLoRA, peft): what vector / constant B's row acts on
 
     def __post_init__(self) -> None:
         require(self.up_init in UP_INITS, "glora.up_init", self.up_init, f"use one of {sorted(UP_INITS)}")
+        require(self.vector_b in VECTOR_B, "glora.vector_b", self.vector_b, f"use one of {sorted(VECTOR_B)}")
 
 
 def glora_layers(model: nn.Module) -> dict[str, GLoRALinear]:
@@ -52,19 +54,21 @@ def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
 
 
 def wrap(
-    model: nn.Module, space: Space, seed: int = 0, modules_to_train: tuple[str, ...] = (), up_init: str = "kaiming"
+    model: nn.Module, space: Space, seed: int = 0, modules_to_train: tuple[str, ...] = (), up_init: str = "kaiming",
+    vector_b: str = "mean",
 ) -> nn.Module:
     """Put GLoRA on ``space``'s target layers of ``model``, in place, in supernet mode.
 
     Every other parameter is frozen, except those under ``modules_to_train`` (module
     name prefixes, e.g. ``("head",)``). ``seed`` seeds the generator that supernet mode
-    draws each layer's per-forward choice from.
+    draws each layer's per-forward choice from; ``up_init`` and ``vector_b`` are
+    :class:`GLoRAConfig`'s.
     """
     if getattr(model, "_glora_space", None) is not None:
         raise ValueError(f"{model_name(model)} is already wrapped with GLoRA")
     sampler = ChoiceSampler(seed)
     for name, shape in space.target_layers(model).items():
-        _set_submodule(model, name, GLoRALinear(model.get_submodule(name), space.choices(shape), space.max_rank, sampler, up_init))
+        _set_submodule(model, name, GLoRALinear(model.get_submodule(name), space.choices(shape), space.max_rank, sampler, up_init, vector_b))
     support = {id(p) for layer in glora_layers(model).values() for p in layer.support_parameters()}
     prefixes = tuple(p.rstrip(".") + "." for p in modules_to_train)
     for name, param in model.named_parameters():

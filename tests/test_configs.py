@@ -25,8 +25,11 @@ def test_train_config_groups(overrides):
 
 
 def test_space_groups_match_presets():
-    for preset, ranks in (("large", (8, 4)), ("mid", (4, 2)), ("small", (2,))):
+    for preset in ("mid", "small"):
         assert _compose("train", f"space={preset}").space.build() == Space.preset(preset)
+    # the default group: the paper's large supernet plus ranks 2 and 1 (LoRA_1 / LoRA_2 layouts for small budgets)
+    assert _compose("train").space.build() == Space(ranks=(8, 4, 2, 1))
+    assert _compose("train", "space.ranks=[8,4]").space.build() == Space.preset("large")
     restricted = _compose("train", "space.options.A=[lora,none]", "space.ranks=[16]").space.build()
     assert restricted.ranks == (16,) and restricted.options["A"] == ("lora", "none")
 

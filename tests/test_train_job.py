@@ -34,7 +34,7 @@ def test_smoke_train_writes_every_file(tmp_path, cache_dir):
     for name in ("supernet.safetensors", "train_state.json", "supernet-state-0002.pt", "metrics.csv", "metrics.json", "train_curves.png"):
         assert (run / name).is_file(), name
     state = json.loads((run / "train_state.json").read_text())
-    assert state["epoch"] == 2 and state["identity"]["space"]["ranks"] == [8, 4]
+    assert state["epoch"] == 2 and state["identity"]["space"]["ranks"] == [8, 4, 2, 1]
     table = pd.read_csv(run / "metrics.csv")
     assert list(table["epoch"]) == [1, 2] and {"train/loss", "val/acc"} <= set(table.columns)
     assert not (run / "supernet-state-0001.pt").exists()  # older states go once the newer pair is committed
@@ -96,7 +96,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, cache_dir, 
 def test_checkpoint_for_another_space_or_model(tmp_path, cache_dir):
     run = tmp_path / "run"
     train(job_config("train", cache_dir, "trainer.epochs=2", "trainer.stop_after_epochs=1"), run)
-    with pytest.raises(CheckpointError, match=r"is for space=.*\[8, 4\].* this run has space=.*\[2\]"):
+    with pytest.raises(CheckpointError, match=r"is for space=.*\[8, 4, 2, 1\].* this run has space=.*\[2\]"):
         train(job_config("train", cache_dir, "trainer.epochs=2", "space=small", f"resume={run}"), run)
     with pytest.raises(CheckpointError, match=r"is for num_classes=6, but this run has num_classes=10"):
         train(job_config("train", cache_dir, "trainer.epochs=2", "data.task=digits", f"resume={run}"), run)
@@ -158,3 +158,21 @@ def test_same_seed_same_weights_whether_the_backbone_was_cached_or_not(tmp_path,
     train(job_config("train", cache_dir, "trainer.epochs=1"), warm)  # session cache: backbone already there
     train(job_config("train", tmp_path / "fresh-cache", "trainer.epochs=1"), cold)  # pretrains first, in-process
     _assert_same_weights(warm, cold)
+
+
+def test_weights_of_another_parameterisation_are_refused(smoke_supernet, tmp_path):
+    """A supernet trained before glora.vector_b existed (its vector / constant B meant the
+    inputs' sum) is not silently read under the new meaning."""
+    import shutil
+
+    from glora.stages.train import load_trained
+
+    old = tmp_path / "old"
+    shutil.copytree(smoke_supernet, old)
+    state = json.loads((old / "train_state.json").read_text())
+    assert state["identity"]["parameterisation"] == "glora-param/2 vector_b=mean"
+    del state["identity"]["parameterisation"]
+    (old / "train_state.json").write_text(json.dumps(state))
+    with pytest.raises(CheckpointError, match=r"parameterisation 'glora-param/1'.*retrain it"):
+        load_trained(old)
+    load_trained(smoke_supernet)  # the untouched run still loads

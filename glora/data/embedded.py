@@ -193,13 +193,22 @@ def split_sizes(task: str) -> dict[str, int]:
 
 
 def make_task(
-    task: str, seed: int = 0, sizes: dict[str, int] | None = None
+    task: str, seed: int = 0, sizes: dict[str, int] | None = None, rank_images: int = 0
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """All splits of one embedded task: ``{"train"|"val"|"test": (images uint8 NHWC, labels)}``."""
+    """All splits of one embedded task: ``{"train"|"val"|"test": (images uint8 NHWC, labels)}``,
+    plus ``rank_images`` held-out images as split "rank" (drawn from a stream of their own,
+    so the other splits do not change; digits, a fixed set, gives the end of its test split)."""
     if task not in TASKS:
         raise KeyError(f"unknown embedded task {task!r}; tasks are {sorted(TASKS)}")
     generate, _ = TASKS[task]
     sizes = sizes or split_sizes(task)
+    if rank_images and task == "digits":
+        if sizes["test"] - rank_images < 200:
+            raise ValueError(f"data.rank_images={rank_images} leaves fewer than 200 digits test images; use at most {sizes['test'] - 200}")
+        return make_task(task, seed, {**sizes, "test": sizes["test"] - rank_images, "rank": rank_images})
+    if rank_images:
+        images, labels = generate(np.random.default_rng([seed, sorted(TASKS).index(task), 1]), rank_images)
+        return {**make_task(task, seed, sizes), "rank": (images, labels.astype(np.int64))}
     rng = np.random.default_rng([seed, sorted(TASKS).index(task)])
     images, labels = generate(rng, sum(sizes.values()))
     out, start = {}, 0

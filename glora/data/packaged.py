@@ -75,14 +75,19 @@ REAL_TASKS: dict[str, RealTask] = {
 }
 
 
-def load_real_task(task: str, seed: int, size: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """``{"train"|"val"|"test": (uint8 NHWC images at size×size, labels)}``: a seeded
-    permutation split 800 / 200 / rest."""
+def load_real_task(task: str, seed: int, size: int, rank_images: int = 0) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """``{"train"|"val"|"test"[|"rank"]: (uint8 NHWC images at size×size, labels)}``: a
+    seeded permutation split 800 / 200 / rest, the last ``rank_images`` of it held out
+    as the "rank" split (the search's extra ranking images)."""
     spec = REAL_TASKS[task]
     images, labels = spec.read(_locate(spec.package, spec.file), size)
     if len(labels) <= 1000 or set(np.unique(labels)) != set(range(spec.classes)):
         raise DataError(f"{spec.package}'s {spec.file} holds {len(labels)} images with labels {sorted(set(labels.tolist()))[:12]}; "
                         f"expected > 1000 images of {spec.classes} classes")
     order = np.random.default_rng([seed, 7]).permutation(len(labels))
-    cuts = {"train": order[:800], "val": order[800:1000], "test": order[1000:]}
+    if rank_images and len(labels) - 1000 - rank_images < 200:
+        raise DataError(f"data.rank_images={rank_images} leaves fewer than 200 test images of {task} ({len(labels)} images); "
+                        f"use at most {len(labels) - 1200}")
+    end = len(labels) - rank_images
+    cuts = {"train": order[:800], "val": order[800:1000], "test": order[1000:end], **({"rank": order[end:]} if rank_images else {})}
     return {split: (images[idx], labels[idx]) for split, idx in cuts.items()}

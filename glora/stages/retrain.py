@@ -18,7 +18,7 @@ from glora.run.device import pick_device
 from glora.run.errors import JobError, require
 from glora.run.io import ensure_writable, write_json_atomic
 from glora.spaces import Layout
-from glora.supernet import merge, set_layout
+from glora.supernet import parameterisation, merge, set_layout
 from glora.training import Checkpoint, RunFiles, fit, predict
 
 from .config import TrainingJobConfig
@@ -61,7 +61,7 @@ def retrain(cfg: RetrainJobConfig, run_dir: Path) -> dict:
         )
     model, spec, task = wrapped_backbone(cfg, layout.space)
     layout = set_layout(model, layout)  # one LayoutError for a layout of another model or space
-    identity = {"model": spec.name, "kwargs": spec.kwargs, "num_classes": task.num_classes, "layout_hash": layout.hash}
+    identity = {"parameterisation": parameterisation(cfg.glora.vector_b), "model": spec.name, "kwargs": spec.kwargs, "num_classes": task.num_classes, "layout_hash": layout.hash}
     train_split, report_split = PROTOCOLS[cfg.retrain.protocol]
     summary = {"identity": identity, "backbone": spec.to_dict(), "config": asdict(cfg)}
     callbacks = (Checkpoint(run_dir, identity, "retrain.safetensors"),

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Optional
 
 import pandas as pd
+from tqdm import tqdm
 
 from glora.run import distributed
 from glora.run.device import pick_device
@@ -21,15 +23,19 @@ from glora.search import Budget, Evaluator, LayoutOps, Record, SearchConfig, run
 from glora.search.plots import pareto_front, plot_layout_heatmap, plot_pareto, plot_search_curve
 from glora.search.report import markdown_table
 from glora.spaces import PRESETS, Layout, LayoutError, model_name, parse_option
+from glora.supernet import set_layout
+from glora.training import fit
 
 from .config import JobConfig
+from .setup import wrapped_backbone
 from .train import TrainedSupernet, load_trained
 
-__all__ = ["SearchJobConfig", "run_search", "STATE"]
+__all__ = ["RERANK", "STATE", "SearchJobConfig", "rerank_candidates", "run_search"]
 
 log = logging.getLogger(__name__)
 
 STATE = "search_state.json"
+RERANK = "rerank_state.json"
 
 
 @dataclass
@@ -58,7 +64,7 @@ def run_search(cfg: SearchJobConfig, run_dir: Path) -> dict:
     template = Layout.sample(supernet.model, supernet.space, seed=0)
     ops = LayoutOps(template, Budget(int(s.budget), int(s.min_params)), s.max_tries)
     seeds = tuple(_seed_layers(path, supernet) for path in s.seed_layouts)
-    evaluate = Evaluator(supernet.model, supernet.task.loader("val"), device)
+    evaluate = Evaluator(supernet.model, supernet.task.ranking_loader(), device)
     identity = {"supernet": str(Path(cfg.supernet).resolve()), "strategy": name, "budget": int(s.budget),
                 "min_params": int(s.min_params), "seed": s.seed, "space": supernet.space.to_dict()}
 
@@ -70,10 +76,12 @@ def run_search(cfg: SearchJobConfig, run_dir: Path) -> dict:
             _save_state(run_dir, identity, generations_done, records)
 
     records = run_generations(s, ops, _split_over_ranks(timed(evaluate)), seeds, records, start_gen, save, distributed.is_main())
+    best, reranked = top_k(records, 1)[0], []
+    if s.rerank:
+        best, reranked = _rerank(run_dir, s, records, ops, supernet, identity)
     if not distributed.is_main():  # every rank holds the same history; rank 0 writes it
-        best = top_k(records, 1)[0]
         return {"best_val_acc": best.val_acc, "best_trainable_params": best.params, "best_layout_hash": best.hash, "evaluations": len(records)}
-    return _write_outputs(run_dir, cfg, records, ops, supernet, time.time() - started)
+    return _write_outputs(run_dir, cfg, records, best, reranked, ops, supernet, time.time() - started)
 
 
 def _split_over_ranks(score):
@@ -87,6 +95,53 @@ def _split_over_ranks(score):
         return [gathered[i % world][i // world] for i in range(len(layouts))]
 
     return split
+
+
+def rerank_candidates(s: SearchConfig, records: list[Record], ops: LayoutOps) -> list[Record]:
+    """The ``s.rerank`` best by the supernet, then the evaluated LoRA layouts that fit."""
+    chosen = top_k(records, s.rerank)
+    lora = {ops.layout(layers).hash for layers in ops.lora_layouts(random.Random(s.seed)) if ops.legal(layers)}
+    taken = {r.hash for r in chosen}
+    return chosen + [r for r in records if r.hash in lora - taken]  # records hold each layout once
+
+
+def _rerank(run_dir: Path, s: SearchConfig, records: list[Record], ops: LayoutOps, supernet: TrainedSupernet,
+            identity: dict) -> tuple[Record, list[dict]]:
+    """Train each candidate alone from the backbone on train (the supernet's recipe, for
+    ``s.rerank_epochs``) and score it on val; the best wins (ties: fewer params). Scores
+    are saved after each round, so a killed search resumes here too; under torchrun the
+    candidates are split over ranks."""
+    candidates = rerank_candidates(s, records, ops)
+    path, done = run_dir / RERANK, {}
+    if path.is_file():
+        try:
+            saved = json.loads(path.read_text())
+            done = saved["val_acc"] if saved["identity"] == identity else {}
+        except (ValueError, KeyError, TypeError) as err:
+            raise CheckpointError(f"{path} is corrupt ({err}); delete it to re-run the re-ranking") from None
+    base = supernet.config
+    trainer = replace(base.trainer, epochs=s.rerank_epochs or base.trainer.epochs, max_steps=None)
+
+    def standalone(layout: Layout) -> float:
+        model, _, task = wrapped_backbone(replace(base, trainer=trainer), supernet.space)
+        set_layout(model, layout)
+        return fit(model, task, base.optim, trainer, ("train", "val"), local=True)[-1]["val/acc"]
+
+    score = _split_over_ranks(timed(standalone))
+    todo = [r for r in candidates if r.hash not in done]
+    world = distributed.world_size()
+    for start in tqdm(range(0, len(todo), world), desc="re-rank", disable=not distributed.is_main() or not todo):
+        chunk = todo[start:start + world]
+        for record, (acc, _) in zip(chunk, score([ops.layout(r.layers) for r in chunk])):
+            done[record.hash] = acc
+        if distributed.is_main():
+            write_json_atomic(path, {"identity": identity, "val_acc": done})
+    table = [{"layout_hash": r.hash, "trainable_params": r.params, "supernet_val_acc": r.val_acc, "standalone_val_acc": done[r.hash]}
+             for r in candidates]
+    winner = max(candidates, key=lambda r: (done[r.hash], -r.params))
+    log.info("re-ranked %d layouts by stand-alone training: %s wins (val %.4f; the supernet's first: %s, %.4f)",
+             len(candidates), winner.hash, done[winner.hash], candidates[0].hash, done[candidates[0].hash])
+    return winner, table
 
 
 def _seed_layers(path: str, supernet: TrainedSupernet) -> dict:
@@ -133,11 +188,13 @@ def _resume(run_dir: Path, identity: dict) -> tuple[list[Record], int]:
         raise CheckpointError(f"{path} is corrupt ({err}); cannot resume") from None
 
 
-def _write_outputs(run_dir: Path, cfg: SearchJobConfig, records: list[Record], ops: LayoutOps, supernet: TrainedSupernet, seconds: float) -> dict:
+def _write_outputs(run_dir: Path, cfg: SearchJobConfig, records: list[Record], best: Record, reranked: list[dict], ops: LayoutOps,
+                   supernet: TrainedSupernet, seconds: float) -> dict:
     name = strategy_name(cfg.search)
     history = _history(records, name)
-    best = top_k(records, 1)[0]
-    layout = ops.layout(best.layers, metrics={"val_acc": best.val_acc})
+    standalone = {row["layout_hash"]: row["standalone_val_acc"] for row in reranked}
+    layout = ops.layout(best.layers, metrics={"val_acc": best.val_acc,
+                                              **({"standalone_val_acc": standalone[best.hash]} if reranked else {})})
     layout.save(run_dir / "layout.json")
     plot_search_curve(history, run_dir / "search_curve.png")
     plot_pareto(history, run_dir / "pareto.png", int(cfg.search.budget))
@@ -147,6 +204,7 @@ def _write_outputs(run_dir: Path, cfg: SearchJobConfig, records: list[Record], o
         "best_val_acc": best.val_acc, "best_trainable_params": best.params, "best_layout_hash": best.hash,
         "evaluations": len(records), "generations": cfg.search.generations, "seconds": round(seconds, 2),
         "supernet": str(Path(cfg.supernet).resolve()), "task": supernet.task.name,
+        **({"best_standalone_val_acc": standalone[best.hash], "reranked": reranked} if reranked else {}),
     }
     write_json_atomic(run_dir / "metrics.json", metrics)
     front = pareto_front(history)[["trainable_params", "val_acc", "layout_hash"]]
@@ -157,6 +215,8 @@ def _write_outputs(run_dir: Path, cfg: SearchJobConfig, records: list[Record], o
         f"Budget {int(cfg.search.budget):,} trainable params (min {int(cfg.search.min_params):,}); "
         f"{len(records)} layouts evaluated over {cfg.search.generations} generations in {seconds:.1f} s.",
         f"Best: `{best.hash}` with val accuracy {best.val_acc:.4f} at {best.params:,} params (`layout.json`).",
+        *(["", f"## Re-ranked by stand-alone training ({cfg.search.rerank_epochs or supernet.config.trainer.epochs} epochs on train, val accuracy)", "",
+            markdown_table(pd.DataFrame(reranked))] if reranked else []),
         "", "## Top layouts", "", markdown_table(top), "", "## Pareto front", "", markdown_table(front), "",
         "![best so far](search_curve.png)", "![accuracy vs params](pareto.png)", "![layout](layout_heatmap.png)", "",
     ]))

@@ -26,5 +26,6 @@ def wrapped_backbone(cfg: TrainingJobConfig, space: Space) -> tuple[torch.nn.Mod
     task = build_task(cfg.data, spec.preprocess)
     torch.manual_seed(cfg.trainer.seed)
     model.reset_classifier(task.num_classes)
-    wrap(model, space, seed=cfg.trainer.seed, modules_to_train=(classifier_name(model),), up_init=cfg.glora.up_init)
+    wrap(model, space, seed=cfg.trainer.seed, modules_to_train=(classifier_name(model),), up_init=cfg.glora.up_init,
+         vector_b=cfg.glora.vector_b)
     return model, spec, task

@@ -19,7 +19,7 @@ from glora.run.checkpoint import WEIGHTS, load_weights
 from glora.run.errors import CheckpointError
 from glora.run.io import write_json_atomic
 from glora.spaces import Space, SpaceConfig
-from glora.supernet import wrap
+from glora.supernet import parameterisation, wrap
 from glora.training import Checkpoint, RunFiles, fit
 
 from .config import TrainingJobConfig
@@ -42,7 +42,7 @@ def train_supernet(cfg: TrainJobConfig, run_dir: Path) -> dict:
         log.warning("resume=%s holds no checkpoint yet (the run ended in its first epoch): starting over", cfg.resume)
     space = cfg.space.build()
     model, spec, task = wrapped_backbone(cfg, space)
-    identity = {"model": spec.name, "kwargs": spec.kwargs, "num_classes": task.num_classes, "space": space.to_dict()}
+    identity = {"parameterisation": parameterisation(cfg.glora.vector_b), "model": spec.name, "kwargs": spec.kwargs, "num_classes": task.num_classes, "space": space.to_dict()}
     summary = {"identity": identity, "backbone": spec.to_dict(), "config": asdict(cfg)}
     callbacks = (Checkpoint(run_dir, identity), RunFiles(run_dir, f"supernet training: {task.name}", summary, cfg.trainer.seed))
     history = fit(model, task, cfg.optim, cfg.trainer, callbacks=callbacks)
@@ -79,10 +79,13 @@ def load_trained(run_dir: str | Path, device: torch.device | str = "cpu") -> Tra
         identity = saved["identity"]
     except (ValueError, KeyError, TypeError) as err:
         raise CheckpointError(f"{state_file} is corrupt or from another version ({err})") from None
+    if identity.get("parameterisation") != parameterisation(cfg.glora.vector_b):
+        raise CheckpointError(f"{run_dir} holds GLoRA weights of parameterisation {identity.get('parameterisation', 'glora-param/1')!r}, "
+                              f"this version reads {parameterisation(cfg.glora.vector_b)!r} (/1 predates glora.vector_b); retrain it")
     space = Space.from_dict(identity["space"])
     task = build_task(cfg.data, spec.preprocess)
     model = build_model(spec, identity["num_classes"])
-    wrap(model, space, seed=cfg.trainer.seed)
+    wrap(model, space, seed=cfg.trainer.seed, vector_b=cfg.glora.vector_b)
     load_weights(run_dir / WEIGHTS, model, identity)
     model.to(device).eval()
     return TrainedSupernet(run_dir, model, space, task, cfg)
