@@ -33,7 +33,7 @@ the backbone for full_ft) and ``head_params`` apart. Every run lives in its own 
     for t in count orientation texture; do OMP_NUM_THREADS=1 .venv/bin/python benchmarks/accuracy.py --epochs 10 --tasks $t --no-report & done; wait
     .venv/bin/python benchmarks/accuracy.py --epochs 10 --report
     # the real backbone (DINOv2 ViT-S/14), e.g. on a GPU at 224 px:
-    .venv/bin/python benchmarks/accuracy.py --tasks mnist elpv --budgets 300000 600000 --name real-224 experiment=real_gpu
+    .venv/bin/python benchmarks/accuracy.py --tasks mnist elpv --budgets 73728 294912 --name real-224 experiment=real_gpu  # LoRA r=1, r=4 of ViT-S
 
 Writes benchmarks/results/accuracy-<name or device>.{md,csv,png} (``-quick`` for --quick).
 """
@@ -207,7 +207,14 @@ def method_list(cfg, space, budgets: list[int], found: dict[int, dict], seed: in
     for budget in budgets:
         out[f"glora_random_{budget}"] = glora_layout(random_layout(space, budget, seed), seed, up)
         out[f"glora_search_{budget}"] = glora_layout(lambda _m, path=found[budget]["layout"]: Layout.load(path), seed, up)
-    return out
+    return {name: out[name] for name in sorted(out, key=lambda n: _run_order(n, budgets))}
+
+
+def _run_order(name: str, budgets: list[int]) -> tuple:
+    """The searched layouts, then the LoRA and random ones they are compared with, then the
+    rest: a cut-short run still holds the comparisons the benchmark exists for."""
+    families = ("glora_search_", "lora_r1", "lora_r4", "glora_random_", "peft_glora_", "lora_r", "full_ft", "probe")
+    return next(i for i, prefix in enumerate(families) if name.startswith(prefix)), name
 
 
 def benchmark_task(cfg, task: str, args: argparse.Namespace, work: Path) -> None:
@@ -276,10 +283,26 @@ def verdict(table: pd.DataFrame, budgets: list[int]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def rerank_rows(work: Path, tasks: list[str], budgets: list[int]) -> pd.DataFrame:
+    """Per search: the supernet's first vs the re-ranked winner, by stand-alone val accuracy."""
+    rows = []
+    for task in tasks:
+        for budget in budgets:
+            path = work / task / f"search-{budget}" / "metrics.json"
+            metrics = json.loads(path.read_text()) if path.is_file() else {}
+            if not metrics.get("reranked"):
+                continue
+            first, won = metrics["reranked"][0], next(r for r in metrics["reranked"] if r["layout_hash"] == metrics["best_layout_hash"])
+            rows.append({"task": task, "budget": budget, "candidates": len(metrics["reranked"]),
+                         "supernet_first": f"{first['layout_hash']} ({first['trainable_params']:,})", "its_val": first["standalone_val_acc"],
+                         "winner": f"{won['layout_hash']} ({won['trainable_params']:,})", "winner_val": won["standalone_val_acc"]})
+    return pd.DataFrame(rows)
+
+
 def plot(runs: pd.DataFrame, path: Path, title: str) -> None:
     mean = runs.groupby("method", sort=False).agg(params=("adapter_params", "mean"), acc=("acc", "mean"))
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    families = [(r"^lora_r\d+$", "PEFT LoRA r=1,2,4,8 (alpha 8)", "o-"), (r"^lora_r\d+_alpha_r$", "PEFT LoRA r=1,2,4 (alpha r)", "o:"),
+    families = [(r"^lora_r\d+$", "PEFT LoRA r=1,2,4,8 (alpha 8)", "o-"), (r"^lora_r\d+_alpha_r$", "PEFT LoRA r=1,4 (alpha r)", "o:"),
                 (r"^glora_search_", "GLoRA searched (budget sweep)", "s-"), (r"^glora_random_", "GLoRA random layout", "x--"),
                 (r"^peft_glora_", "PEFT GLoRA uniform", "D")]
     for pattern, label, style in families:
@@ -336,9 +359,13 @@ def main(argv: list[str] | None = None) -> None:
 
 def report(cfg, args: argparse.Namespace, overrides: list[str], work: Path, seconds: float) -> None:
     runs = pd.concat([pd.read_csv(work / t / "final.csv") for t in args.tasks], ignore_index=True)
+    cells = runs.groupby("method")[["task", "seed"]].apply(lambda g: len(g.drop_duplicates()))
+    missing = sorted(cells[cells < len(args.tasks) * args.seeds].index)  # a cut-short run: left out, named
+    runs = runs[~runs["method"].isin(missing)]
     tuning = [work / t / "tuning.csv" for t in args.tasks if (work / t / "tuning.csv").is_file()]
     table = summarise(runs)
     wins = verdict(table, args.budgets)
+    reranks = rerank_rows(work, args.tasks, args.budgets)
     space = cfg.space.build()
     tag = args.name or (machine_tag() + ("-quick" if args.quick else ""))
     out = Path(args.out)
@@ -352,7 +379,8 @@ def report(cfg, args: argparse.Namespace, overrides: list[str], work: Path, seco
         f"# Accuracy: {cfg.model.name}, tuned protocol", "",
         f"Machine: {json.dumps(machine_info())}", "",
         (f"`python benchmarks/accuracy.py --tasks {' '.join(args.tasks)} --budgets {' '.join(map(str, args.budgets))} "
-         f"--lrs {' '.join(f'{x:g}' for x in args.lrs)} --seeds {args.seeds} {' '.join(overrides)}`"), "",
+         f"--lrs {' '.join(f'{x:g}' for x in args.lrs)} --seeds {args.seeds}"
+         f"{f' --supernet-epochs {args.supernet_epochs}' if args.supernet_epochs else ''} {' '.join(overrides)}`"), "",
         (f"Protocol: every method trains {cfg.trainer.epochs} epochs (AdamW, warm-up {cfg.optim.warmup_epochs:g} epochs then cosine, "
          f"weight decay {cfg.optim.weight_decay:g}, batch {cfg.data.batch_size}); its lr is chosen from {list(args.lrs)} by the final "
          "val accuracy after training on train (seed 0); then it trains on train+val with that lr and reports the final epoch's test "
@@ -365,7 +393,10 @@ def report(cfg, args: argparse.Namespace, overrides: list[str], work: Path, seco
         markdown_table(table.drop(columns="overall_mean").reset_index()), "",
         "Searched layout against the best of each family that fits its budget (overall means):", "",
         markdown_table(wins) if len(wins) else "(no searched layouts)", "",
+        *(["Re-ranking (`search.rerank`): the stand-alone val accuracy (train 800 -> val 200) of the supernet's first layout "
+           "and of the re-ranked winner (the top 4 and the LoRA layouts that fit):", "", markdown_table(reranks), ""] if len(reranks) else []),
         f"![accuracy vs params](accuracy-{tag}.png)", "",
+        *([f"Not in the table (not run on every task and seed): {', '.join(missing)}.", ""] if missing else []),
     ])
     write_text_atomic(out / f"accuracy-{tag}.md", text)
     print(text)

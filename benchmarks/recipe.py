@@ -52,7 +52,7 @@ VARIANTS = {
 }
 
 
-STEP_VARIANTS = {"no multipliers": {}, "A30 D30": {"A": 30, "D": 30}, "A30 B8 D30": {"A": 30, "B": 8, "D": 30}}
+STEP_VARIANTS = {"no multipliers": {"A": 1, "D": 1}, "A30 D30": {"A": 30, "D": 30}, "A30 B8 D30": {"A": 30, "B": 8, "D": 30}}
 STANDALONE_LAYOUTS = {"B=LoRA_1": {"B": "LoRA_1"}, "A LoRA_1, B LoRA_1, D vector": {"A": "LoRA_1", "B": "LoRA_1", "D": "vector"},
                       "A vector, B LoRA_1, E vector": {"A": "vector", "B": "LoRA_1", "E": "vector"}}
 

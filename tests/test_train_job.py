@@ -176,3 +176,12 @@ def test_weights_of_another_parameterisation_are_refused(smoke_supernet, tmp_pat
     with pytest.raises(CheckpointError, match=r"parameterisation 'glora-param/1'.*retrain it"):
         load_trained(old)
     load_trained(smoke_supernet)  # the untouched run still loads
+
+
+def test_resuming_with_other_lr_multipliers_is_one_clear_error(cache_dir, tmp_path):
+    """Other optim.lr_mult values make other optimizer groups: the saved optimizer state
+    cannot apply, and the library call says so instead of torch's ValueError."""
+    run = tmp_path / "run"
+    train(job_config("train", cache_dir, "trainer.epochs=2", "trainer.stop_after_epochs=1"), run)
+    with pytest.raises(CheckpointError, match="other optimizer parameter groups.*its own config"):
+        train(job_config("train", cache_dir, "trainer.epochs=2", "optim.lr_mult.A=1", "optim.lr_mult.D=1"), run)

@@ -13,6 +13,7 @@ import torch
 
 from glora.run import distributed
 from glora.run.checkpoint import WEIGHTS, load_checkpoint, save_checkpoint
+from glora.run.errors import CheckpointError
 from glora.run.io import atomic_write, remove_temp_files, write_json_atomic
 from glora.run.plots import plot_curves
 
@@ -37,7 +38,11 @@ class Checkpoint:
         if not (self.run_dir / self.weights).is_file():
             return
         progress, saved = load_checkpoint(self.run_dir, state.model, self.identity, self.weights)
-        state.optimizer.load_state_dict(saved["optimizer"])
+        try:
+            state.optimizer.load_state_dict(saved["optimizer"])
+        except ValueError as err:  # other parameter groups: the run was started with another optim.lr_mult
+            raise CheckpointError(f"{self.run_dir} was trained with other optimizer parameter groups ({err}); resume it with "
+                                  "its own config (resume=<run dir> restores it) or start a new run dir") from None
         state.schedule.load_state_dict(saved["scheduler"])
         torch.set_rng_state(saved["torch_rng"])
         state.epoch, state.step, state.history = progress["epoch"], progress["step"], progress["history"]
