@@ -16,8 +16,9 @@ choice             down (Ad, Bd / Cd)          up (Au, Bu / Cu), D, E
 
 So the file's element count is ``layout.trainable_params`` plus the head's. The header
 (``glora`` JSON, as in :mod:`glora.run.checkpoint`) carries the format tag, the model
-name, the layout JSON and its hash, any identity the caller adds, and a checksum of the
-tensors. Loading never unpickles anything.
+name, the layout JSON and its hash, the model's ``vector_b`` and parameterisation (what
+the stored B slices mean), any identity the caller adds, and a checksum of the tensors.
+Loading never unpickles anything.
 """
 from __future__ import annotations
 
@@ -37,13 +38,14 @@ from glora.run.errors import CheckpointError
 from glora.run.io import atomic_write
 from glora.spaces import TENSORS, Choice, LayerShape, Layout, LayoutError, model_name
 
-from .wrap import glora_layers, is_wrapped, set_layout, space_of, wrap
+from .layer import VECTOR_B, parameterisation
+from .wrap import glora_layers, is_wrapped, set_layout, space_of, vector_b_of, wrap
 
 __all__ = ["ADAPTER_FORMAT", "adapter_state", "save_adapter", "load_adapter"]
 
 ADAPTER_FORMAT = "glora-adapter/1"
 
-_RESERVED = ("format", "model", "layout", "layout_hash")
+_RESERVED = ("format", "model", "layout", "layout_hash", "vector_b", "parameterisation")
 
 
 def _slice_shapes(choice: Choice, shape: LayerShape) -> dict[str, tuple[int, ...]]:
@@ -95,9 +97,9 @@ def adapter_state(model: nn.Module) -> dict[str, Tensor]:
 
 def save_adapter(path: str | os.PathLike, model: nn.Module, layout: Layout, extra_identity: dict[str, Any] | None = None) -> Path:
     """Write ``adapter_state(model)`` to ``path`` (atomically) with the layout and identity
-    in the header. ``layout`` must be the one set on ``model``; ``extra_identity`` (JSON:
-    e.g. timm kwargs, num_classes, the parameterisation) is stored for ``load_adapter``'s
-    ``expect`` to check."""
+    in the header, with the model's ``vector_b`` and parameterisation so a loader rebuilds
+    the same layers. ``layout`` must be the one set on ``model``; ``extra_identity`` (JSON:
+    e.g. timm kwargs, num_classes) is stored for ``load_adapter``'s ``expect`` to check."""
     extra = dict(extra_identity or {})
     clash = sorted(set(extra) & set(_RESERVED))
     if clash:
@@ -110,7 +112,9 @@ def save_adapter(path: str | os.PathLike, model: nn.Module, layout: Layout, extr
         raise LayoutError(f"save_adapter: layer {differ!r} runs another choice than the layout given; "
                           "call set_layout(model, layout) first")
     tensors = {k: v.contiguous().cpu() for k, v in adapter_state(model).items()}
-    identity = {"format": ADAPTER_FORMAT, "model": model_name(model), "layout": bound.to_dict(), "layout_hash": bound.hash, **extra}
+    vector_b = vector_b_of(model)
+    identity = {"format": ADAPTER_FORMAT, "model": model_name(model), "layout": bound.to_dict(), "layout_hash": bound.hash,
+                "vector_b": vector_b, "parameterisation": parameterisation(vector_b), **extra}
     meta = {"glora": json.dumps(identity), "sha256": tensors_digest(tensors)}
     return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
 
@@ -132,6 +136,21 @@ def _read(path: Path) -> tuple[dict[str, Any], dict[str, Tensor]]:
     if tensors_digest(tensors) != meta.get("sha256"):
         raise CheckpointError(f"adapter {str(path)!r} is corrupt: its tensors do not match the checksum written with them")
     return identity, tensors
+
+
+def _vector_b(model: nn.Module, identity: dict[str, Any], where: str) -> str:
+    """The adapter's ``vector_b``, checked against its parameterisation and a wrapped ``model``'s."""
+    vector_b = identity.get("vector_b")
+    if vector_b not in VECTOR_B:
+        raise CheckpointError(f"{where} records no usable glora.vector_b ({vector_b!r}; one of {sorted(VECTOR_B)} expected): "
+                              "it predates glora.vector_b, so what its B slices mean is unknown; re-export it with glora-retrain")
+    if identity.get("parameterisation") != parameterisation(vector_b):
+        raise CheckpointError(f"{where} has parameterisation {identity.get('parameterisation')!r}, this version reads "
+                              f"{parameterisation(vector_b)!r}; re-export it with glora-retrain")
+    if is_wrapped(model) and vector_b_of(model) != vector_b:
+        raise CheckpointError(f"{where} was trained with glora.vector_b={vector_b}, but the model is wrapped with "
+                              f"vector_b={vector_b_of(model)}; pass the plain backbone (load_adapter wraps it)")
+    return vector_b
 
 
 def _bind(model: nn.Module, identity: dict[str, Any], where: str) -> Layout:
@@ -158,8 +177,8 @@ def load_adapter(model: nn.Module, path: str | os.PathLike, expect: dict[str, An
     (like ``PeftModel.from_pretrained(model, path)``).
 
     ``model`` is the backbone the adapter was trained on with a head of the same size:
-    plain (it is wrapped here under the adapter's space, head trainable) or already
-    wrapped under that space. The layout is set, each slice copied into the leading block
+    plain (it is wrapped here under the adapter's space and ``vector_b``, head trainable)
+    or already wrapped under that space and ``vector_b``. The layout is set, each slice copied into the leading block
     of its max-rank parameter (every other entry zero), the head loaded. ``expect``'s
     keys must equal the identity the adapter was saved with. Everything is checked before
     ``model`` changes; any mismatch is one :class:`CheckpointError` naming what and the fix.
@@ -174,6 +193,7 @@ def load_adapter(model: nn.Module, path: str | os.PathLike, expect: dict[str, An
         if identity.get(key) != want:
             raise CheckpointError(f"{where} was saved with {key}={json.dumps(identity.get(key))}, but {key}={json.dumps(want)} "
                                   "is expected; use an adapter made with that setting")
+    vector_b = _vector_b(model, identity, where)
     bound = _bind(model, identity, where)
     want = _expected(model, bound)
     extra, missing = sorted(set(tensors) - set(want)), sorted(set(want) - set(tensors))
@@ -189,7 +209,7 @@ def load_adapter(model: nn.Module, path: str | os.PathLike, expect: dict[str, An
                               f"{want[wrong]}; build the backbone (and num_classes) the adapter was trained on")
 
     if not is_wrapped(model):
-        wrap(model, bound.space, modules_to_train=(classifier_name(model),))
+        wrap(model, bound.space, modules_to_train=(classifier_name(model),), vector_b=vector_b)
     bound = set_layout(model, bound)
     head = classifier_name(model)
     with torch.no_grad():

@@ -15,7 +15,8 @@ from glora.run.errors import CheckpointError
 from glora.spaces import Layout, LayoutError, Space, model_name, parse_option
 from glora.stages.retrain import retrain
 from glora.stages.setup import wrapped_backbone
-from glora.supernet import adapter_state, glora_layers, is_wrapped, load_adapter, merge, save_adapter, set_layout, support_parameters, wrap
+from glora.supernet import (adapter_state, glora_layers, is_wrapped, load_adapter, merge, save_adapter, set_layout, support_parameters,
+                            vector_b_of, wrap)
 
 #: Per layer kind, one A–E row; together every form of every support tensor appears.
 MIXED = {
@@ -39,15 +40,19 @@ def randomise(model, seed):
             p.copy_(torch.randn(p.shape, generator=gen) * 0.05)
 
 
-@pytest.fixture
-def trained(tmp_path):
+def make_trained(tmp_path, vector_b="mean"):
     """A wrapped tiny ViT with the mixed layout, random support tensors and head, saved."""
     space = Space.preset("large")
-    model = wrap(make_vit(), space, modules_to_train=("head",))
+    model = wrap(make_vit(), space, modules_to_train=("head",), vector_b=vector_b)
     layout = set_layout(model, mixed_layout(model, space))
     randomise(model, seed=3)
-    path = save_adapter(tmp_path / "adapter.safetensors", model, layout, {"parameterisation": "glora"})
+    path = save_adapter(tmp_path / "adapter.safetensors", model, layout, {"num_classes": 5})
     return model, layout, path
+
+
+@pytest.fixture
+def trained(tmp_path):
+    return make_trained(tmp_path)
 
 
 def fresh_vit(**overrides):
@@ -58,11 +63,15 @@ def fresh_vit(**overrides):
     return model
 
 
-def test_round_trip_gives_the_same_logits_and_the_same_merged_model(trained, images):
-    model, layout, path = trained
+@pytest.mark.parametrize("vector_b, onto", [("mean", "plain"), ("sum", "plain"), ("sum", "wrapped")])
+def test_round_trip_gives_the_same_logits_and_the_same_merged_model(tmp_path, images, vector_b, onto):
+    model, layout, path = make_trained(tmp_path, vector_b)
     fresh = fresh_vit()
+    if onto == "wrapped":
+        fresh = wrap(fresh, Space.preset("large"), modules_to_train=("head",), vector_b=vector_b)
     assert not torch.equal(fresh.head.weight, model.head.weight)
-    loaded = load_adapter(fresh, path, expect={"parameterisation": "glora"})
+    loaded = load_adapter(fresh, path, expect={"num_classes": 5})
+    assert vector_b_of(fresh) == vector_b  # wrapped with the adapter's vector_b (sum: B's row acts on Σx)
     assert loaded.hash == layout.hash and loaded.trainable_params == layout.trainable_params
     assert {n: l.choice for n, l in glora_layers(fresh).items()} == layout.layers
     assert sum(int(p.count_nonzero()) for p in support_parameters(fresh)) == layout.trainable_params  # the rest zero
@@ -95,7 +104,8 @@ def test_the_file_holds_only_the_chosen_slices(trained):
         identity = json.loads(handle.metadata()["glora"])
     assert identity["format"] == "glora-adapter/1" and identity["model"] == "vit_tiny_patch16_224"
     assert identity["layout_hash"] == layout.hash and Layout.from_dict(identity["layout"]).hash == layout.hash
-    assert identity["parameterisation"] == "glora"
+    assert identity["vector_b"] == "mean" and identity["parameterisation"] == "glora-param/2 vector_b=mean"
+    assert identity["num_classes"] == 5
 
 
 def rewrite(path, out, edit_tensors=None, edit_identity=None):
@@ -141,8 +151,14 @@ def _other_space(identity):
      r"tensor 'head.weight' has shape \(5, 48\) but this model needs \(7, 48\); build the backbone \(and num_classes\)"),
     ("edited layout", fresh_vit, None, lambda i: i["layout"]["layers"]["blocks.0.mlp.fc1"].update(A="vector"),
      r"does not hash to the recorded"),
-    ("another parameterisation", fresh_vit, None, lambda i: i.update(parameterisation="other"),
-     r"was saved with parameterisation=\"other\", but parameterisation=\"glora\" is expected"),
+    ("another expected identity", fresh_vit, None, lambda i: i.update(num_classes=7),
+     r"was saved with num_classes=7, but num_classes=5 is expected"),
+    ("no vector_b (made before it existed)", fresh_vit, None, lambda i: i.pop("vector_b"),
+     r"records no usable glora.vector_b \(None; one of \['mean', 'sum'\] expected\).*re-export it with glora-retrain"),
+    ("another parameterisation", fresh_vit, None, lambda i: i.update(parameterisation="glora-param/1"),
+     r"has parameterisation 'glora-param/1', this version reads 'glora-param/2 vector_b=mean'"),
+    ("wrapped with another vector_b", lambda: wrap(fresh_vit(), Space.preset("large"), vector_b="sum"), None, None,
+     r"was trained with glora.vector_b=mean, but the model is wrapped with vector_b=sum; pass the plain backbone"),
 ])
 def test_every_mismatch_is_one_clear_error(trained, tmp_path, what, model, edit_tensors, edit_identity, message):
     _, _, path = trained
@@ -152,7 +168,7 @@ def test_every_mismatch_is_one_clear_error(trained, tmp_path, what, model, edit_
     wrapped_before = is_wrapped(target)
     before = {k: v.clone() for k, v in target.state_dict().items()}
     with pytest.raises(CheckpointError, match=message):
-        load_adapter(target, path, expect={"parameterisation": "glora"})
+        load_adapter(target, path, expect={"num_classes": 5})
     assert is_wrapped(target) == wrapped_before, f"{what}: the model changed before the error"
     assert all(torch.equal(v, before[k]) for k, v in target.state_dict().items()), what
 
@@ -174,6 +190,8 @@ def test_bad_files(trained, tmp_path):
     save_file({"x": torch.zeros(1)}, str(weights), metadata={"glora": json.dumps({"model": "vit_tiny_patch16_224"})})
     with pytest.raises(CheckpointError, match="is not a GLoRA adapter"):
         load_adapter(fresh_vit(), weights)
+    with pytest.raises(ValueError, match=r"extra_identity may not set \['vector_b'\]: save_adapter writes them itself"):
+        save_adapter(tmp_path / "x.safetensors", model, set_layout(model, mixed_layout(model, Space.preset("large"))), {"vector_b": "sum"})
     other = Layout.uniform(model, Space.preset("large"), A="vector")
     with pytest.raises(LayoutError, match="runs another choice than the layout given"):
         save_adapter(tmp_path / "x.safetensors", model, other)
