@@ -14,6 +14,7 @@ import random
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 from glora.run.errors import require
 
@@ -119,6 +120,8 @@ class ParetoEvolution(SearchConfig):
 
     crossover_prob: float = 0.9
     mutation_prob: float = 0.2  # per layer, as in Evolution
+
+    multi_objective: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         super().__post_init__()

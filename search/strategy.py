@@ -47,6 +47,9 @@ class SearchConfig:
     rerank_epochs: Optional[int] = None  # null: the supernet's trainer.epochs
 
     name: ClassVar[str] = ""
+    #: True for a strategy that searches the accuracy / params front rather than one best
+    #: layout: the search job then also writes the front, the pipeline retrains its points.
+    multi_objective: ClassVar[bool] = False
 
     def __post_init__(self) -> None:
         require(self.budget > 0, "search.budget", self.budget,
