@@ -181,3 +181,24 @@ def test_budget_sweep_and_report(smoke_supernet, cache_dir, tmp_path, launcher):
     table = pd.read_csv(sweep / "sweep.csv")
     assert list(table["budget"]) == [2000, 4000] and (table["best_trainable_params"] <= table["budget"]).all()
     assert (sweep / "sweep.png").is_file() and (sweep / "sweep.md").is_file()
+
+
+def test_sweep_report_draws_a_per_budget_sweep_and_a_front_together(smoke_supernet, cache_dir, tmp_path, monkeypatch, caplog):
+    import glora.stages.sweep_report as sweep_report
+    from glora.jobs.sweep_report import main
+
+    sweep, front_run = tmp_path / "sweep", tmp_path / "front-run"
+    for n, budget in enumerate((2000, 3000)):
+        _search(smoke_supernet, cache_dir, sweep / str(n), f"search.budget={budget}", "search.generations=2")
+    _search(smoke_supernet, cache_dir, front_run, "search=pareto", "search.min_params=500", "search.generations=2")
+    drawn = {}
+    plot = sweep_report.plot
+    monkeypatch.setattr(sweep_report, "plot", lambda *a, **k: drawn.update(plot(*a, **k)))
+    main([str(sweep), "--front", str(front_run)])
+    series, table, front = drawn["best val accuracy"], pd.read_csv(sweep / "sweep.csv"), pd.read_csv(front_run / "front.csv")
+    assert series["evolution"] == ([2000.0, 3000.0], list(table["best_val_acc"]))  # the per-budget sweep ...
+    assert series["front (front-run)"] == (list(map(float, front["trainable_params"])), list(front["val_acc"]))  # ... and the front
+    assert "## front (front-run)" in (sweep / "sweep.md").read_text() and (sweep / "sweep.png").is_file()
+    with pytest.raises(SystemExit):  # a run dir without a front: one clear error, exit 1
+        main([str(sweep), "--front", str(sweep / "0")])
+    assert "holds no front.csv; point at a finished front search (glora-search search=pareto)" in caplog.text
