@@ -116,7 +116,8 @@ class ParetoEvolution(SearchConfig):
     """NSGA-II over (accuracy up, params down): the best ``population`` records by
     (front, crowding) are the parents; each child is a crossover of two binary-tournament
     winners (with probability ``crossover_prob``, else a copy of the first), then mutated
-    per layer with ``mutation_prob``; every child is legal under min_params and budget."""
+    per layer with ``mutation_prob``; every child is legal under min_params and budget.
+    The first generation is spread over [min_params, budget] (``initial``)."""
 
     crossover_prob: float = 0.9
     mutation_prob: float = 0.2  # per layer, as in Evolution
@@ -128,6 +129,16 @@ class ParetoEvolution(SearchConfig):
         require(0 <= self.crossover_prob <= 1, "search.crossover_prob", self.crossover_prob,
                 "use a probability in [0, 1] that a child is a crossover of two parents, e.g. 0.9")
         require(0 <= self.mutation_prob <= 1, "search.mutation_prob", self.mutation_prob, "use a per-layer probability in [0, 1], e.g. 0.2")
+
+    def initial(self, ops: LayoutOps, seeds: tuple[Layers, ...], rng: random.Random) -> list[Layers]:
+        """The seeds made legal, then random layouts spread over the window: the i-th of n
+        drawn under ``min_params + (i + 1) / n`` of it. Uniform draws pile up just under
+        the budget (on the default ViT only 2% of them fit under 16k params at all), so
+        without this the cheap end of the front starts empty and must be reached by
+        mutation alone."""
+        out = [ops.repair(s, rng) for s in seeds]
+        lo, hi, n = ops.budget.min_params, ops.budget.max_params, self.size(0) - len(out)
+        return out + [ops.random_under(lo + (hi - lo) * (i + 1) // n, rng) for i in range(n)]
 
     def propose(self, generation: int, records: list[Record], ops: LayoutOps, rng: random.Random) -> list[Layers]:
         parents = [records[i].layers for i in nsga_order(_points(records))[: self.population]]

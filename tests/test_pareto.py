@@ -163,6 +163,23 @@ def test_proposals_are_legal_full_and_a_pure_function_of_the_seed(template):
     assert all(tight.legal(p) for p in search.propose(2, records, tight, generation_rng(0, 2)))
 
 
+def test_the_first_generation_spreads_over_the_window(template):
+    """Uniform draws pile up under the budget; the front search's first generation covers
+    [min_params, budget] evenly instead, each random layout under its own step of it."""
+    ops = LayoutOps(template, Budget(12288, 1024))
+    search = ParetoEvolution(budget=12288, min_params=1024, population=12)
+    first = search.initial(ops, (), generation_rng(0, 0))
+    assert len(first) == 12 and all(ops.legal(p) for p in first)
+    caps = [1024 + (12288 - 1024) * (i + 1) // 12 for i in range(12)]
+    assert all(ops.params(p) <= cap for p, cap in zip(first, caps))
+    assert ops.params(first[0]) < 1024 + (12288 - 1024) / 6  # the cheap end is there from the start
+    uniform = [ops.params(ops.random(random.Random(i))) for i in range(12)]
+    assert min(uniform) > max(ops.params(p) for p in first[:3])
+    assert search.initial(ops, (), generation_rng(0, 0)) == first  # a pure function of the rng
+    seeded = search.initial(ops, (first[5],), generation_rng(0, 0))
+    assert seeded[0] == first[5] and len(seeded) == 12
+
+
 def test_resumed_search_proposes_what_an_uninterrupted_one_would(template):
     _, full = _search(ParetoEvolution, template, population=8, generations=4)
     ops, part = _search(ParetoEvolution, template, population=8, generations=2)
