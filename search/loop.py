@@ -46,7 +46,7 @@ def run_generations(
         rng = generation_rng(strategy.seed, generation)
         if generation == 0:
             lora = tuple(ops.lora_layouts(rng)) if strategy.lora_first else ()
-            proposals = ops.initial(strategy.size(0), (*seeds, *lora), rng)
+            proposals = strategy.initial(ops, (*seeds, *lora), rng)
         else:
             proposals = strategy.propose(generation, records, ops, rng)
         fresh: dict[str, Layout] = {}  # never evaluate a layout twice ...

@@ -84,6 +84,14 @@ class LayoutOps:
         out = [self.repair(s, rng) for s in seeds]
         return out + [self.random(rng) for _ in range(size - len(out))]
 
+    def random_under(self, cap: int, rng: random.Random) -> Layers:
+        """A legal layout with at most ``cap`` params (where ``cap`` is in the window):
+        uniform draws until one fits under ``cap``, else the last one repaired down to it.
+        Uniform draws mostly land far above a small cap, so this is how a first generation
+        reaches the cheap end of the window."""
+        under = LayoutOps(self.template, Budget(min(cap, self.budget.max_params)), self.max_tries).random(rng)
+        return under if self.legal(under) else self.repair(under, rng)
+
     def random(self, rng: random.Random) -> Layers:
         """A legal layout: uniform draws until one fits (bounded), else the last one repaired."""
         return self._until_legal(lambda: {n: tuple(rng.choice(o) for o in opts) for n, opts in self.options.items()}, rng)

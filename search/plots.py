@@ -1,4 +1,5 @@
-"""Search plots: best-so-far curve, accuracy vs params with the Pareto front, layout heatmap."""
+"""Search plots: best-so-far curve, accuracy vs params with the Pareto front, a front
+search's every evaluated layout by generation with its front, layout heatmap."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -14,7 +15,7 @@ from matplotlib.colors import ListedColormap  # noqa: E402
 from glora.run.plots import Drawn, save_figure  # noqa: E402
 from glora.spaces import TENSORS, Layout  # noqa: E402
 
-__all__ = ["plot_search_curve", "plot_pareto", "plot_layout_heatmap", "pareto_front"]
+__all__ = ["plot_search_curve", "plot_pareto", "plot_front", "plot_layout_heatmap", "pareto_front"]
 
 
 def plot_search_curve(history: pd.DataFrame, path: Path) -> Drawn:
@@ -46,6 +47,26 @@ def plot_pareto(history: pd.DataFrame, path: Path, budget: int | None = None) ->
     ax.set_ylabel("val accuracy")
     ax.grid(alpha=0.3)
     ax.legend()
+    return save_figure(fig, path)
+
+
+def plot_front(history: pd.DataFrame, front: pd.DataFrame, path: Path, budget: int, min_params: int = 0) -> Drawn:
+    """Every evaluated layout (coloured by generation, so the front's progress shows) and
+    ``front`` (trainable_params, val_acc) drawn through them as a step line: the best
+    accuracy reachable at each params count between ``min_params`` and ``budget``."""
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    points = ax.scatter(history["trainable_params"], history["val_acc"], c=history["generation"], cmap="viridis", s=10, alpha=0.6,
+                        label="evaluated")
+    fig.colorbar(points, ax=ax, label="generation")
+    ax.step(front["trainable_params"], front["val_acc"], where="post", color="C3", marker="o", ms=4, label="front")
+    for value, name in ((min_params, "min_params"), (budget, "budget")):
+        if value:
+            ax.axvline(value, color="grey", ls="--" if name == "budget" else ":", lw=1, label=name)
+    ax.set_xlabel("trainable params (support tensors)")
+    ax.set_ylabel("val accuracy")
+    ax.set_title(f"{len(front)} front points of {len(history)} evaluated layouts", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
     return save_figure(fig, path)
 
 

@@ -47,6 +47,9 @@ class SearchConfig:
     rerank_epochs: Optional[int] = None  # null: the supernet's trainer.epochs
 
     name: ClassVar[str] = ""
+    #: True for a strategy that searches the accuracy / params front rather than one best
+    #: layout: the search job then also writes the front, the pipeline retrains its points.
+    multi_objective: ClassVar[bool] = False
 
     def __post_init__(self) -> None:
         require(self.budget > 0, "search.budget", self.budget,
@@ -64,9 +67,14 @@ class SearchConfig:
         """How many candidates ``generation`` proposes."""
         return self.population
 
+    def initial(self, ops: LayoutOps, seeds: tuple[dict[str, Choice], ...], rng: random.Random) -> list[dict[str, Choice]]:
+        """Generation 0: ``seeds`` (the user's, then the LoRA layouts) made legal, then
+        random legal layouts up to ``size(0)``."""
+        return ops.initial(self.size(0), seeds, rng)
+
     def propose(self, generation: int, records: list[Record], ops: LayoutOps, rng: random.Random) -> list[dict[str, Choice]]:
         """The candidates of one generation (≥ 1) from everything evaluated so far: the one
-        method a strategy implements (generation 0 is the loop's: seeds, LoRA layouts, random)."""
+        method a strategy implements (generation 0 is ``initial``'s)."""
         raise NotImplementedError
 
 

@@ -17,7 +17,7 @@ from glora.spaces import Layout, LayoutError, Space, model_name
 
 from .layer import SUPPORT_TENSOR, UP_INITS, VECTOR_B, ChoiceSampler, GLoRALinear
 
-__all__ = ["GLoRAConfig", "glora_layers", "is_wrapped", "param_groups", "merge", "merged_inference", "reseed", "set_layout", "space_of", "support_parameters", "wrap"]
+__all__ = ["GLoRAConfig", "glora_layers", "is_wrapped", "vector_b_of", "param_groups", "merge", "merged_inference", "reseed", "set_layout", "space_of", "support_parameters", "wrap"]
 
 
 @dataclass
@@ -46,6 +46,17 @@ def space_of(model: nn.Module) -> Space:
     if space is None:
         raise LayoutError(f"{model_name(model)} is not wrapped with GLoRA: call supernet.wrap(model, space) first")
     return space
+
+
+def vector_b_of(model: nn.Module) -> str:
+    """The ``vector_b`` a wrapped model was built with, read off its layers' row scale (the
+    forms agree where every layer has one input, so either name is then right)."""
+    space_of(model)
+    layers = list(glora_layers(model).values())
+    for name, scale in VECTOR_B.items():
+        if all(layer.row_scale == scale(layer.in_features) for layer in layers):
+            return name
+    raise ValueError(f"{model_name(model)}'s GLoRA layers mix vector_b forms; wrap it once with supernet.wrap")
 
 
 def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:

@@ -23,6 +23,7 @@ LAYERS = [
     ("glora.embedded_backbone", "glora.probe"),
     ("glora.search",),
     ("glora.stages.config", "glora.stages.setup"),
+    ("glora.stages.front",),
     ("glora.stages.pretrain",),
     ("glora.stages.train",),
     ("glora.stages.search",),

@@ -4,7 +4,7 @@ import json
 import pandas as pd
 import pytest
 
-from conftest import run_cli
+from conftest import job_config, run_cli
 
 
 def _pipeline(tmp_path, cache_dir, name):
@@ -26,3 +26,40 @@ def test_pipeline_runs_end_to_end_and_reproduces(tmp_path, cache_dir):
     assert table.equals(pd.read_csv(second / "pipeline.csv"))  # same seed, same layout and metrics on CPU
     layout = lambda run: json.loads((run / "search-count-20000" / "layout.json").read_text())  # noqa: E731
     assert layout(first) == layout(second)
+
+
+def test_front_pipeline_searches_once_and_retrains_the_front_per_budget(tmp_path, cache_dir):
+    from glora.stages.front import best_under, read_front
+    from glora.stages.pipeline import run_pipeline
+    from glora.spaces import Layout
+
+    cfg = job_config("pipeline", cache_dir, "search=pareto", "pipeline.budgets=[3000,1500]", "search.min_params=500")
+    table = run_pipeline(cfg, tmp_path)
+    assert sorted(p.name for p in tmp_path.glob("search-*")) == ["search-count-front"]  # one search for both budgets
+    search = tmp_path / "search-count-front"
+    assert json.loads((search / "metrics.json").read_text())["budget"] == 3000  # the largest budget
+    front = read_front(search)
+    assert list(table["budget"]) == [3000, 1500]
+    for row in table.itertuples():
+        point = best_under(front, row.budget, "pipeline.budgets")
+        assert row.layout == f"search-count-front/front/{int(point['trainable_params'])}.json"
+        assert row.layout_hash == point["layout_hash"] == Layout.load(tmp_path / row.layout).hash
+        assert row.search_val_acc == point["val_acc"] and row.trainable_params <= row.budget
+        assert json.loads((tmp_path / f"retrain-count-{row.budget}" / "metrics.json").read_text())["layout_hash"] == row.layout_hash
+    assert pd.read_csv(tmp_path / "pipeline.csv")["layout"].tolist() == table["layout"].tolist()
+    assert "search-count-front/front.png" in (tmp_path / "report.md").read_text()
+
+
+def test_front_pipeline_budget_errors(tmp_path, cache_dir):
+    from glora.run.errors import JobError
+    from glora.stages.front import best_under
+    from glora.stages.pipeline import run_pipeline
+
+    cfg = job_config("pipeline", cache_dir, "search=pareto", "pipeline.budgets=[3000,400]", "search.min_params=500")
+    with pytest.raises(JobError, match=r"pipeline.budgets=\[3000, 400\] has 400, below search.min_params=500: .*lower search.min_params"):
+        run_pipeline(cfg, tmp_path)
+    assert not any(tmp_path.iterdir())  # refused before any training
+    front = pd.DataFrame({"trainable_params": [600, 900], "val_acc": [0.5, 0.7], "layout_hash": ["a", "b"], "generation": [0, 1]})
+    assert best_under(front, 899, "pipeline.budgets")["layout_hash"] == "a"
+    with pytest.raises(JobError, match=r"pipeline.budgets=550: no front point has that few params \(the smallest has 600\)"):
+        best_under(front, 550, "pipeline.budgets")

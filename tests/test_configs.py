@@ -70,7 +70,7 @@ def test_dataclass_defaults_equal_the_yaml():
         assert _compose("search", f"search={name}").search == cls()
 
 
-@pytest.mark.parametrize("strategy", ["evolution", "random", "optuna"])
+@pytest.mark.parametrize("strategy", ["evolution", "random", "optuna", "pareto"])
 def test_search_config_groups(strategy):
     from glora.search import STRATEGIES, strategy_name
     from glora.stages.search import SearchJobConfig

@@ -190,6 +190,22 @@ def test_global_batch_not_divisible_by_the_world_size_is_one_clear_error(tmp_pat
 
 
 @pytest.mark.slow  # torchrun
+def test_two_process_front_search_equals_one_process(smoke_supernet, cache_dir, tmp_path):
+    search = ["experiment=smoke", f"paths.cache={cache_dir}", f"supernet={smoke_supernet}", "search=pareto", "search.budget=4000",
+              "search.min_params=500"]
+    one = one_process("glora-search", *search, f"hydra.run.dir={tmp_path / 's1'}", cwd=tmp_path)
+    assert one.returncode == 0, one.stderr[-3000:]
+    two = torchrun(2, "glora-search", *search, f"hydra.run.dir={tmp_path / 's2'}", cwd=tmp_path)
+    assert two.returncode == 0, two.stdout[-3000:] + two.stderr[-3000:]
+    for table in ("history.csv", "front.csv"):
+        read = lambda run: pd.read_csv(tmp_path / run / table).drop(columns="seconds", errors="ignore")  # noqa: E731
+        assert read("s1").equals(read("s2")), table
+    files = lambda run: {p.name: json.loads(p.read_text()) for p in (tmp_path / run / "front").iterdir()}  # noqa: E731
+    assert files("s1") == files("s2") and len(files("s1")) == len(pd.read_csv(tmp_path / "s1" / "front.csv"))
+    assert json.loads((tmp_path / "s1" / "layout.json").read_text()) == json.loads((tmp_path / "s2" / "layout.json").read_text())
+
+
+@pytest.mark.slow  # torchrun
 def test_two_process_search_and_retrain_equal_one_process(smoke_supernet, cache_dir, tmp_path):
     search = ["experiment=smoke", f"paths.cache={cache_dir}", f"supernet={smoke_supernet}", "search.budget=4000"]
     one = one_process("glora-search", *search, f"hydra.run.dir={tmp_path / 's1'}", cwd=tmp_path)

@@ -66,15 +66,21 @@ def test_two_kills_in_consecutive_checkpoint_writes(tmp_path, cache_dir):
 
 
 @pytest.mark.slow
-def test_a_search_killed_mid_generation_resumes_to_the_same_history(tmp_path, cache_dir, smoke_supernet):
+@pytest.mark.parametrize("strategy", [(), ("search=pareto", "search.min_params=500")], ids=["evolution", "pareto"])
+def test_a_search_killed_mid_generation_resumes_to_the_same_history(tmp_path, cache_dir, smoke_supernet, strategy):
     run = tmp_path / "killed"
     kills = ("event:12", "event:5", "write:^search_state.json$:1")  # mid-generation, again, then inside a state write
+    kills += ("write:^front.csv$:1",) if strategy else ()  # the front search: inside writing its front, after the last generation
     codes = _lives("search", cache_dir, [(tmp_path / "full", "none"), *((run, k) for k in kills), (run, "none")],
-                   f"supernet={smoke_supernet}")
-    assert codes == [0, KILLED, KILLED, KILLED, 0]
+                   f"supernet={smoke_supernet}", *strategy)
+    assert codes == [0, *[KILLED] * len(kills), 0]
     cols = ["generation", "layout_hash", "trainable_params", "val_acc"]
     assert pd.read_csv(run / "history.csv")[cols].equals(pd.read_csv(tmp_path / "full" / "history.csv")[cols])
     assert (run / "layout.json").read_text() == (tmp_path / "full" / "layout.json").read_text()
+    if strategy:  # the same front, point for point
+        assert (run / "front.csv").read_text() == (tmp_path / "full" / "front.csv").read_text()
+        files = lambda d: {p.name: p.read_text() for p in (d / "front").iterdir()}  # noqa: E731
+        assert files(run) == files(tmp_path / "full") and files(run)
 
 
 # ---- resume= is the run's own config --------------------------------------------------------------

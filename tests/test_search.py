@@ -1,4 +1,5 @@
-"""glora-search: legal layouts, exact resume, outputs, strategies, sweeps, bad input."""
+"""glora-search: legal layouts, exact resume, outputs, strategies, the front search's
+front, sweeps, bad input."""
 import json
 import random
 from dataclasses import replace
@@ -94,7 +95,7 @@ def test_rerank_trains_the_top_layouts_and_the_lora_ones_alone(smoke_supernet, c
     assert again["reranked"] == metrics["reranked"]
 
 
-@pytest.mark.parametrize("strategy", ["evolution", "random", "optuna"])
+@pytest.mark.parametrize("strategy", ["evolution", "random", "optuna", "pareto"])
 def test_resume_ends_like_an_uninterrupted_search(smoke_supernet, cache_dir, tmp_path, strategy):
     full, parts = tmp_path / "full", tmp_path / "parts"
     _search(smoke_supernet, cache_dir, full, f"search={strategy}", "search.generations=3")
@@ -102,6 +103,44 @@ def test_resume_ends_like_an_uninterrupted_search(smoke_supernet, cache_dir, tmp
     _search(smoke_supernet, cache_dir, parts, f"search={strategy}", "search.generations=3", f"resume={parts}")
     assert pd.read_csv(full / "history.csv").drop(columns="seconds").equals(pd.read_csv(parts / "history.csv").drop(columns="seconds"))
     assert json.loads((full / "layout.json").read_text()) == json.loads((parts / "layout.json").read_text())
+    assert (full / "front.csv").is_file() == (strategy == "pareto") == (parts / "front.csv").is_file()
+    if strategy == "pareto":
+        assert pd.read_csv(full / "front.csv").equals(pd.read_csv(parts / "front.csv"))
+        files = lambda run: {p.name: json.loads(p.read_text()) for p in (run / "front").iterdir()}  # noqa: E731
+        assert files(full) == files(parts)
+
+
+def test_front_search_writes_the_front(smoke_supernet, cache_dir, tmp_path, monkeypatch):
+    import glora.stages.front as front_files
+    from glora.search.pareto import hypervolume
+
+    drawn = {}
+    plot = front_files.plot_front
+    monkeypatch.setattr(front_files, "plot_front", lambda *a, **k: drawn.update(plot(*a, **k)))
+    metrics = _search(smoke_supernet, cache_dir, tmp_path, "search=pareto", "search.min_params=500")
+    history, front = pd.read_csv(tmp_path / "history.csv"), pd.read_csv(tmp_path / "front.csv")
+    assert list(front.columns) == ["trainable_params", "val_acc", "layout_hash", "generation"]
+    assert front["trainable_params"].is_monotonic_increasing and front["val_acc"].is_monotonic_increasing
+    assert front["trainable_params"].is_unique and front["val_acc"].is_unique  # one point per params, accuracy strictly rising
+    # The front is exactly the set of (params, acc) points no evaluated layout beats on both.
+    points = set(zip(history["trainable_params"], history["val_acc"]))
+    undominated = {(p, a) for p, a in points if not any(q <= p and b >= a and (q, b) != (p, a) for q, b in points)}
+    assert set(zip(front["trainable_params"], front["val_acc"])) == undominated
+    assert (500 <= front["trainable_params"]).all() and (front["trainable_params"] <= 3000).all()
+    for row in front.itertuples():
+        layout = Layout.load(tmp_path / "front" / f"{row.trainable_params}.json")
+        assert (layout.hash, layout.trainable_params, layout.metrics["val_acc"]) == (row.layout_hash, row.trainable_params, row.val_acc)
+        assert history.set_index("layout_hash").loc[row.layout_hash, "generation"] == row.generation
+    assert sorted(p.name for p in (tmp_path / "front").iterdir()) == sorted(f"{p}.json" for p in front["trainable_params"])
+    best = Layout.load(tmp_path / "layout.json")  # the best under search.budget: what every downstream stage reads
+    assert best.metrics["val_acc"] == front["val_acc"].max() == history["val_acc"].max() == metrics["best_val_acc"]
+    assert metrics["front_size"] == len(front)
+    assert metrics["hypervolume"] == pytest.approx(hypervolume(list(points), ref_params=3000)) and metrics["hypervolume"] > 0
+    series = drawn["val accuracy"]  # every evaluated layout, and the front through them
+    assert sorted(zip(*series["evaluated"])) == sorted(zip(history["trainable_params"], history["val_acc"]))
+    assert series["front"] == (list(map(float, front["trainable_params"])), list(front["val_acc"]))
+    assert series["budget"][0] == [3000.0, 3000.0] and series["min_params"][0] == [500.0, 500.0]
+    assert (tmp_path / "front.png").is_file() and "![front](front.png)" in (tmp_path / "report.md").read_text()
 
 
 def test_seed_layouts_enter_the_first_population(smoke_supernet, cache_dir, tmp_path):
@@ -142,3 +181,24 @@ def test_budget_sweep_and_report(smoke_supernet, cache_dir, tmp_path, launcher):
     table = pd.read_csv(sweep / "sweep.csv")
     assert list(table["budget"]) == [2000, 4000] and (table["best_trainable_params"] <= table["budget"]).all()
     assert (sweep / "sweep.png").is_file() and (sweep / "sweep.md").is_file()
+
+
+def test_sweep_report_draws_a_per_budget_sweep_and_a_front_together(smoke_supernet, cache_dir, tmp_path, monkeypatch, caplog):
+    import glora.stages.sweep_report as sweep_report
+    from glora.jobs.sweep_report import main
+
+    sweep, front_run = tmp_path / "sweep", tmp_path / "front-run"
+    for n, budget in enumerate((2000, 3000)):
+        _search(smoke_supernet, cache_dir, sweep / str(n), f"search.budget={budget}", "search.generations=2")
+    _search(smoke_supernet, cache_dir, front_run, "search=pareto", "search.min_params=500", "search.generations=2")
+    drawn = {}
+    plot = sweep_report.plot
+    monkeypatch.setattr(sweep_report, "plot", lambda *a, **k: drawn.update(plot(*a, **k)))
+    main([str(sweep), "--front", str(front_run)])
+    series, table, front = drawn["best val accuracy"], pd.read_csv(sweep / "sweep.csv"), pd.read_csv(front_run / "front.csv")
+    assert series["evolution"] == ([2000.0, 3000.0], list(table["best_val_acc"]))  # the per-budget sweep ...
+    assert series["front (front-run)"] == (list(map(float, front["trainable_params"])), list(front["val_acc"]))  # ... and the front
+    assert "## front (front-run)" in (sweep / "sweep.md").read_text() and (sweep / "sweep.png").is_file()
+    with pytest.raises(SystemExit):  # a run dir without a front: one clear error, exit 1
+        main([str(sweep), "--front", str(sweep / "0")])
+    assert "holds no front.csv; point at a finished front search (glora-search search=pareto)" in caplog.text

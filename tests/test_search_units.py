@@ -37,7 +37,7 @@ def test_markdown_table_renders_every_cell():
 
 
 def test_strategies_refuse_settings_they_do_not_have():
-    assert set(STRATEGIES) == {"evolution", "random", "optuna"}
+    assert set(STRATEGIES) == {"evolution", "random", "optuna", "pareto"}
     with pytest.raises(JobError, match="top_k"):
         get_strategy("random", top_k=3)
     with pytest.raises(JobError, match="unknown"):

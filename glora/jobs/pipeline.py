@@ -2,6 +2,7 @@
 
     glora-pipeline                                           # embedded default, ≤ 5 min on 2 CPU cores
     glora-pipeline pipeline.tasks=[count,texture] pipeline.budgets=[5e3,2e4]
+    glora-pipeline search=pareto pipeline.budgets=[5e3,1e4,2e4]   # one front search for all budgets
     glora-pipeline experiment=smoke
 """
 import hydra

@@ -1,7 +1,7 @@
 """`glora-search`: search per-layer A–E layouts of a trained supernet under a budget.
 
     glora-search supernet=runs/train/<time> search.budget=20000
-    glora-search supernet=... search=random                   # or search=optuna; same evaluator and budget
+    glora-search supernet=... search=random                   # or optuna, pareto; same evaluator and budget
     glora-search --multirun supernet=... search.budget=5e3,1e4,2e4   # a budget sweep
     glora-search resume=runs/search/<time>                     # continue a killed search
 """

@@ -5,8 +5,13 @@ of ``pipeline.tasks`` and each budget of ``pipeline.budgets``; every stage's fil
 its own folder of the one run dir (``train-<task>/``, ``search-<task>-<budget>/``,
 ``retrain-<task>-<budget>/``), and the final table lands in ``report.md``.
 
+With a multi-objective strategy (``search=pareto``) each task is searched once, under the
+largest budget (``search-<task>-front/``), and each budget retrains the front's best point
+under it: one search instead of one per budget.
+
     glora-pipeline                                           # embedded default, ≤ 5 min on 2 CPU cores
     glora-pipeline pipeline.tasks=[count,texture] pipeline.budgets=[5e3,2e4]
+    glora-pipeline search=pareto pipeline.budgets=[5e3,1e4,2e4] search.min_params=2e3
     glora-pipeline experiment=smoke
 """
 from __future__ import annotations
@@ -20,12 +25,13 @@ from typing import Optional
 import pandas as pd
 
 from glora.data import task_label
-from glora.run.errors import require
+from glora.run.errors import JobError, require
 from glora.run.io import atomic_write, write_json_atomic, write_text_atomic
 from glora.search import SearchConfig
 from glora.search.report import markdown_table
 
 from .config import narrow
+from .front import best_under, front_layout, read_front
 from .retrain import RetrainConfig, RetrainJobConfig, retrain
 from .search import SearchJobConfig, run_search
 from .train import TrainJobConfig, train_supernet
@@ -52,11 +58,38 @@ class PipelineJobConfig(TrainJobConfig):
 
     task_name: str = "pipeline"
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
-    search: SearchConfig = field(default_factory=SearchConfig)  # a strategy: search=evolution | random | optuna
+    search: SearchConfig = field(default_factory=SearchConfig)  # a strategy: search=evolution | random | optuna | pareto
     retrain: RetrainConfig = field(default_factory=RetrainConfig)
 
 
+def _searched_layouts(cfg: PipelineJobConfig, train_dir: Path, run_dir: Path, task: str) -> list[tuple[float, Path, float]]:
+    """(budget, layout JSON, its search val acc) for each of ``pipeline.budgets``: one
+    search per budget, or for a multi-objective strategy one front search under the
+    largest budget and the front's best point under each."""
+    budgets = cfg.pipeline.budgets
+    if not cfg.search.multi_objective:
+        out = []
+        for budget in budgets:
+            log.info("== %s: search under %d params", task, int(budget))
+            search_dir = run_dir / f"search-{task}-{int(budget)}"
+            found = run_search(narrow(cfg, SearchJobConfig, supernet=str(train_dir), search=replace(cfg.search, budget=budget), resume=None),
+                               search_dir)
+            out.append((budget, search_dir / "layout.json", found["best_val_acc"]))
+        return out
+    search_dir = run_dir / f"search-{task}-front"
+    log.info("== %s: one front search between %d and %d params for budgets %s", task, int(cfg.search.min_params), int(max(budgets)),
+             [int(b) for b in budgets])
+    run_search(narrow(cfg, SearchJobConfig, supernet=str(train_dir), search=replace(cfg.search, budget=max(budgets)), resume=None), search_dir)
+    front = read_front(search_dir)
+    points = [best_under(front, budget, "pipeline.budgets") for budget in budgets]  # every budget checked before any retraining
+    return [(budget, front_layout(search_dir, point), float(point["val_acc"])) for budget, point in zip(budgets, points)]
+
+
 def run_pipeline(cfg: PipelineJobConfig, run_dir: Path) -> pd.DataFrame:
+    low = [b for b in cfg.pipeline.budgets if b < cfg.search.min_params]
+    if low:
+        raise JobError(f"pipeline.budgets={[int(b) for b in cfg.pipeline.budgets]} has {int(low[0])}, below search.min_params="
+                       f"{int(cfg.search.min_params)}: no layout can be searched under it; lower search.min_params or drop that budget")
     rows, labels = [], []
     started = time.time()
     for task in cfg.pipeline.tasks or [cfg.data.task]:
@@ -66,33 +99,32 @@ def run_pipeline(cfg: PipelineJobConfig, run_dir: Path) -> pd.DataFrame:
         train_dir = run_dir / f"train-{task}"
         log.info("== %s: supernet training -> %s", task, train_dir)
         train_supernet(narrow(cfg, TrainJobConfig, data=data, resume=None), train_dir)
-        for budget in cfg.pipeline.budgets:
+        for budget, layout, search_val_acc in _searched_layouts(cfg, train_dir, run_dir, task):
             tag = f"{task}-{int(budget)}"
-            log.info("== %s: search under %d params", task, int(budget))
-            found = run_search(narrow(cfg, SearchJobConfig, supernet=str(train_dir), search=replace(cfg.search, budget=budget), resume=None),
-                               run_dir / f"search-{tag}")
-            log.info("== %s: retrain, merge, export", tag)
-            done = retrain(narrow(cfg, RetrainJobConfig, layout=str(run_dir / f"search-{tag}" / "layout.json"), data=data,
+            log.info("== %s: retrain %s, merge, export", tag, layout.relative_to(run_dir))
+            done = retrain(narrow(cfg, RetrainJobConfig, layout=str(layout), data=data,
                                   retrain=replace(cfg.retrain, budget=budget), resume=None), run_dir / f"retrain-{tag}")
             split = done["report_split"]
             rows.append({
                 "task": task, "budget": int(budget), "trainable_params": done["trainable_params"],
-                "search_val_acc": found["best_val_acc"], f"{split}_acc_retrained": done[f"{split}_acc_unmerged"],
+                "search_val_acc": search_val_acc, f"{split}_acc_retrained": done[f"{split}_acc_unmerged"],
                 f"{split}_acc_merged": done[f"{split}_acc"], "merged_max_logit_diff": done["merged_max_logit_diff"],
-                "layout_hash": done["layout_hash"],
+                "layout_hash": done["layout_hash"], "layout": str(layout.relative_to(run_dir)),
             })
     table = pd.DataFrame(rows)
     seconds = time.time() - started
     atomic_write(run_dir / "pipeline.csv", lambda tmp: table.to_csv(tmp, index=False))
     write_json_atomic(run_dir / "metrics.json", {"rows": rows, "seconds": round(seconds, 1)})
-    plots = [f"![{name}]({d}/{name}.png)" for d in sorted(p.name for p in run_dir.glob("search-*")) for name in ("pareto", "layout_heatmap")]
+    plots = [f"![{name}]({d.name}/{name}.png)" for d in sorted(run_dir.glob("search-*")) for name in ("pareto", "front", "layout_heatmap")
+             if (d / f"{name}.png").is_file()]
     write_text_atomic(run_dir / "report.md", "\n".join([
         "# GLoRA pipeline", "",
         f"Tasks {labels}, budgets {[int(b) for b in cfg.pipeline.budgets]}, {seconds:.0f} s in all. "
-        "`search_val_acc`: the best layout's val accuracy on the supernet; then the layout retrained from the "
+        "`search_val_acc`: the best layout's val accuracy on the supernet (`layout`: the searched layout it is, "
+        "a search's layout.json or a front search's point under the budget); then the layout retrained from the "
         "pretrained backbone, before and after merging into the plain timm model.", "",
         markdown_table(table), "", *plots, "",
     ]))
-    log.info("\n%s\n\nreport: %s (%.0f s)", table.drop(columns=["layout_hash"]).to_string(index=False), run_dir / "report.md", seconds)
+    log.info("\n%s\n\nreport: %s (%.0f s)", table.drop(columns=["layout_hash", "layout"]).to_string(index=False), run_dir / "report.md", seconds)
     return table
 

@@ -1,8 +1,10 @@
 """Retraining a layout from the pretrained backbone, then merge and export a plain timm
 model: model.safetensors (the merged weights of the plain timm architecture), model.json
 (timm name, kwargs, num_classes, layout hash: all a user needs to rebuild it without this
-project) and metrics.json (accuracy merged and unmerged, trainable params, the
-merged-vs-unmerged max logit difference measured at export)."""
+project), adapter.safetensors (only the layout's support-tensor slices and the head,
+kilobytes, for ``supernet.load_adapter`` onto the same backbone) and metrics.json
+(accuracy merged and unmerged, trainable params, adapter size, the merged-vs-unmerged max
+logit difference measured at export)."""
 from __future__ import annotations
 
 import logging
@@ -18,7 +20,7 @@ from glora.run.device import pick_device
 from glora.run.errors import JobError, require
 from glora.run.io import ensure_writable, write_json_atomic
 from glora.spaces import Layout
-from glora.supernet import parameterisation, merge, set_layout
+from glora.supernet import merge, parameterisation, save_adapter, set_layout
 from glora.training import Checkpoint, RunFiles, fit, predict
 
 from .config import TrainingJobConfig
@@ -73,6 +75,10 @@ def retrain(cfg: RetrainJobConfig, run_dir: Path) -> dict:
     loader = task.loader(report_split)
     unmerged, labels = predict(model, loader, device)
     head_params = sum(p.numel() for p in model.get_classifier().parameters())
+    adapter_bytes = None
+    if distributed.is_main():  # the adapter needs the wrappers, which merge unloads
+        adapter = save_adapter(run_dir / "adapter.safetensors", model, layout, {"kwargs": spec.kwargs, "num_classes": task.num_classes})
+        adapter_bytes = adapter.stat().st_size
     merge(model)
     merged, _ = predict(model, loader, device)
     max_diff = (merged - unmerged).abs().max().item()
@@ -85,6 +91,7 @@ def retrain(cfg: RetrainJobConfig, run_dir: Path) -> dict:
         f"{report_split}_acc_unmerged": (unmerged.argmax(-1) == labels).float().mean().item(),
         "merged_predictions_equal": same, "merged_max_logit_diff": max_diff,
         "trainable_params": layout.trainable_params, "head_params": head_params, "layout_hash": layout.hash,
+        "adapter_bytes": adapter_bytes,
     }
     if not distributed.is_main():  # every rank holds the same model; rank 0 exports it
         return metrics

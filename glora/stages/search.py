@@ -1,7 +1,8 @@
 """Layout search on a trained supernet under a trainable-parameter budget: the strategy's
 generations scored by the evaluator (split over ranks under torchrun), the state saved
 after every generation so a killed search resumes, then history.csv, layout.json (the
-best, glora-layout/1), metrics.json, report.md and plots in the run dir."""
+best, glora-layout/1), metrics.json, report.md and plots in the run dir; a
+multi-objective strategy (search=pareto) also writes its front (:mod:`.front`)."""
 from __future__ import annotations
 
 import json
@@ -27,6 +28,7 @@ from glora.supernet import set_layout
 from glora.training import fit
 
 from .config import JobConfig
+from .front import FRONT_CSV, write_front
 from .setup import wrapped_backbone
 from .train import TrainedSupernet, load_trained
 
@@ -43,7 +45,7 @@ class SearchJobConfig(JobConfig):
     task_name: str = "search"
     supernet: Optional[str] = None  # a glora-train run dir
     resume: Optional[str] = None  # a glora-search run dir to continue
-    search: SearchConfig = field(default_factory=SearchConfig)  # a strategy: search=evolution | random | optuna
+    search: SearchConfig = field(default_factory=SearchConfig)  # a strategy: search=evolution | random | optuna | pareto
 
 
 def run_search(cfg: SearchJobConfig, run_dir: Path) -> dict:
@@ -199,11 +201,13 @@ def _write_outputs(run_dir: Path, cfg: SearchJobConfig, records: list[Record], b
     plot_search_curve(history, run_dir / "search_curve.png")
     plot_pareto(history, run_dir / "pareto.png", int(cfg.search.budget))
     plot_layout_heatmap(layout, run_dir / "layout_heatmap.png")
+    s = cfg.search
+    on_front = write_front(run_dir, records, ops, int(s.budget), int(s.min_params), history) if s.multi_objective else {}
     metrics = {
         "strategy": name, "budget": int(cfg.search.budget), "min_params": int(cfg.search.min_params),
         "best_val_acc": best.val_acc, "best_trainable_params": best.params, "best_layout_hash": best.hash,
         "evaluations": len(records), "generations": cfg.search.generations, "seconds": round(seconds, 2),
-        "supernet": str(Path(cfg.supernet).resolve()), "task": supernet.task.name,
+        "supernet": str(Path(cfg.supernet).resolve()), "task": supernet.task.name, **on_front,
         **({"best_standalone_val_acc": standalone[best.hash], "reranked": reranked} if reranked else {}),
     }
     write_json_atomic(run_dir / "metrics.json", metrics)
@@ -215,10 +219,13 @@ def _write_outputs(run_dir: Path, cfg: SearchJobConfig, records: list[Record], b
         f"Budget {int(cfg.search.budget):,} trainable params (min {int(cfg.search.min_params):,}); "
         f"{len(records)} layouts evaluated over {cfg.search.generations} generations in {seconds:.1f} s.",
         f"Best: `{best.hash}` with val accuracy {best.val_acc:.4f} at {best.params:,} params (`layout.json`).",
+        *([f"Front: {on_front['front_size']} points in `{FRONT_CSV}` (each layout in `front/<params>.json`), hypervolume "
+           f"{on_front['hypervolume']:.4f} (params scaled by the budget, accuracy above 0)."] if on_front else []),
         *(["", f"## Re-ranked by stand-alone training ({cfg.search.rerank_epochs or supernet.config.trainer.epochs} epochs on train, val accuracy)", "",
             markdown_table(pd.DataFrame(reranked))] if reranked else []),
         "", "## Top layouts", "", markdown_table(top), "", "## Pareto front", "", markdown_table(front), "",
-        "![best so far](search_curve.png)", "![accuracy vs params](pareto.png)", "![layout](layout_heatmap.png)", "",
+        "![best so far](search_curve.png)", "![accuracy vs params](pareto.png)", *(["![front](front.png)"] if on_front else []),
+        "![layout](layout_heatmap.png)", "",
     ]))
     log.info("best layout %s: val acc %.4f at %d params (%d evaluations); files in %s", best.hash, best.val_acc, best.params, len(records), run_dir)
     return metrics

@@ -2,9 +2,11 @@
 
     glora-search --multirun supernet=runs/train/<time> search.budget=5e3,1e4,2e4
     glora-sweep-report runs/search/multirun/<time>
+    glora-sweep-report runs/search/multirun/<time> --front runs/search/<time>   # and a front search's front
 
 Writes ``sweep.csv``, ``sweep.md`` and ``sweep.png`` (best val accuracy against budget,
-one line per strategy) into the sweep dir.
+one line per strategy; each front search given drawn as a step line on the same axes:
+one front search against one search per budget) into the sweep dir.
 """
 from __future__ import annotations
 
@@ -22,6 +24,8 @@ from glora.run.errors import JobError  # noqa: E402
 from glora.run.io import atomic_write, write_text_atomic  # noqa: E402
 from glora.run.plots import Drawn, save_figure  # noqa: E402
 from glora.search.report import markdown_table  # noqa: E402
+
+from .front import read_front  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -43,27 +47,36 @@ def collect(sweep_dir: str | Path) -> pd.DataFrame:
     return pd.DataFrame(rows).sort_values(["strategy", "budget"]).reset_index(drop=True)
 
 
-def plot(table: pd.DataFrame, path: Path) -> Drawn:
-    """Best val accuracy against budget, one line per strategy."""
+def plot(table: pd.DataFrame, path: Path, fronts: dict[str, pd.DataFrame] | None = None) -> Drawn:
+    """Best val accuracy against budget, one line per strategy; each of ``fronts`` (label
+    -> front.csv table) as a step line: its best accuracy under any params count."""
     fig, ax = plt.subplots(figsize=(6, 4))
     for strategy, rows in table.groupby("strategy"):
         ax.plot(rows["budget"], rows["best_val_acc"], marker="o", label=strategy)
+    for label, front in (fronts or {}).items():
+        ax.step(front["trainable_params"], front["val_acc"], where="post", ls="--", marker=".", label=label)
     ax.set_xscale("log")
-    ax.set_xlabel("budget (max trainable params)")
+    ax.set_xlabel("budget (max trainable params); front: trainable params")
     ax.set_ylabel("best val accuracy")
     ax.grid(alpha=0.3)
     ax.legend()
     return save_figure(fig, path)
 
 
-def report_sweep(sweep_dir: str | Path) -> pd.DataFrame:
-    """Write sweep.csv, sweep.md and sweep.png into ``sweep_dir``; returns the table."""
+def report_sweep(sweep_dir: str | Path, front_dirs: list[str | Path] = ()) -> pd.DataFrame:
+    """Write sweep.csv, sweep.md and sweep.png into ``sweep_dir``, with the fronts of the
+    front searches in ``front_dirs`` on the plot and in sweep.md; returns the table."""
     sweep = Path(sweep_dir)
     if not sweep.is_dir():
         raise JobError(f"sweep dir {str(sweep)!r} does not exist; point at a glora-search --multirun dir (runs/search/multirun/<time>)")
     table = collect(sweep)
+    fronts: dict[str, pd.DataFrame] = {}
+    for run in map(Path, front_dirs):
+        label = f"front ({run.name})" if f"front ({run.name})" not in fronts else f"front ({run})"
+        fronts[label] = read_front(run)
     atomic_write(sweep / "sweep.csv", lambda tmp: table.to_csv(tmp, index=False))
-    write_text_atomic(sweep / "sweep.md", markdown_table(table) + "\n")
-    plot(table, sweep / "sweep.png")
+    sections = [f"\n## {label}\n\n{markdown_table(front)}" for label, front in fronts.items()]
+    write_text_atomic(sweep / "sweep.md", "\n".join([markdown_table(table), *sections, ""]))
+    plot(table, sweep / "sweep.png", fronts)
     log.info("%s\n\nwrote %s, sweep.md, sweep.png", table.to_string(index=False), sweep / "sweep.csv")
     return table
