@@ -175,17 +175,20 @@ class GLoRALinear(nn.Module):
         if b.kind == "lora":
             weight = weight + self._scale(self.Bd, self.Bu, b)
         elif b.kind != "none":
-            weight = weight + (self._scale(self.Bd, self.Bu, b) * self.row_scale).expand_as(weight)
+            weight = weight + self._b_row(b).expand_as(weight)
         return weight, self._bias(choice)
+
+    def _b_row(self, b: Option) -> Tensor:
+        """Vector / constant B's broadcast row times ``row_scale``: an out×1 column or a 0-d
+        constant (the merge, the fused path and the plain forward all use this one)."""
+        return (self.Bd[:, :1] if b.kind == "vector" else self.Bd[0, 0]) * self.row_scale
 
     def _b_factors(self, b: Option) -> tuple[Tensor | None, Tensor | None]:
         """B as (down, up) for ``lora_a_linear``: LoRA factors, an out×1 column, a 0-d constant."""
         if b.kind == "lora":
             return self.Bd[:, : b.rank], self.Bu[: b.rank]
-        if b.kind == "vector":
-            return self.Bd[:, :1] * self.row_scale, None
-        if b.kind == "constant":
-            return self.Bd[0, 0] * self.row_scale, None
+        if b.kind in ("vector", "constant"):
+            return self._b_row(b), None
         return None, None
 
     def _fixed(self, what: str) -> Choice:
@@ -217,8 +220,7 @@ class GLoRALinear(nn.Module):
         if b.kind == "lora":
             y = y + F.linear(F.linear(x, self.Bu[: b.rank]), self.Bd[:, : b.rank])
         elif b.kind != "none":  # x (b 1ᵀ s)ᵀ = (Σ_in x) s b
-            scale = self.Bd[:, 0] if b.kind == "vector" else self.Bd[0, 0]
-            y = y + x.sum(-1, keepdim=True) * (scale * self.row_scale)
+            y = y + x.sum(-1, keepdim=True) * self._b_row(b).reshape(-1)
         return y
 
     def extra_repr(self) -> str:

@@ -5,13 +5,23 @@ from pathlib import Path
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
-def test_readme_api_example_runs(tmp_path, monkeypatch):
-    text = README.read_text()
-    block = re.search(r"## Python API.*?```python\n(.*?)```", text, re.S).group(1)
-    assert "from glora.spaces import" in block and "merge(model)" in block
-    monkeypatch.chdir(tmp_path)
+def readme_block(heading: str) -> str:
+    """The first ```python block after ``heading`` in the README."""
+    return re.search(rf"{re.escape(heading)}.*?```python\n(.*?)```", README.read_text(), re.S).group(1)
+
+
+def run_block(block: str) -> dict:
+    """Execute a README block as written; returns the names it defined."""
     scope: dict = {}
     exec(compile(block, "README.md", "exec"), scope)
+    return scope
+
+
+def test_readme_api_example_runs(tmp_path, monkeypatch):
+    block = readme_block("## Python API")
+    assert "from glora.spaces import" in block and "merge(model)" in block
+    monkeypatch.chdir(tmp_path)
+    scope = run_block(block)
     assert (tmp_path / "best.json").is_file()
     plain, layout = scope["plain"], scope["layout"]
     assert type(plain.blocks[0].attn.qkv).__name__ == "Linear" and layout.trainable_params > 0
@@ -21,12 +31,10 @@ def test_readme_adapter_example_runs(tmp_path, monkeypatch):
     """The adapter workflow: save, load onto a fresh backbone, merge — the same model."""
     import torch
 
-    text = README.read_text()
-    block = re.search(r"### The adapter apart from the backbone.*?```python\n(.*?)```", text, re.S).group(1)
+    block = readme_block("### The adapter apart from the backbone")
     assert "load_adapter(model," in block and "merge(model)" in block
     monkeypatch.chdir(tmp_path)
-    scope: dict = {}
-    exec(compile(block, "README.md", "exec"), scope)
+    scope = run_block(block)
     x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         assert (scope["plain"].eval()(x) - scope["tuned"].eval()(x)).abs().max() <= 1e-4

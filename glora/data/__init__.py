@@ -78,6 +78,9 @@ class TaskData:
         """What the search ranks layouts on: val, plus the held-out "rank" images if any
         (``data.rank_images``)."""
         data = ConcatDataset([self.splits["val"], self.splits["rank"]]) if "rank" in self.splits else self.splits["val"]
+        return self._eval_loader(data)
+
+    def _eval_loader(self, data: Dataset) -> DataLoader:
         return DataLoader(data, batch_size=self.cfg.eval_batch_size, shuffle=False, num_workers=self.cfg.num_workers)
 
     def loader(self, split: str, train: bool = False, seed: int = 0, rank: int = 0, world: int = 1) -> DataLoader:
@@ -86,7 +89,7 @@ class TaskData:
         batch of ``data.batch_size`` (the same permutation and global batches at any world
         size; ``world=1`` is the whole batch)."""
         if not train:
-            return DataLoader(self.splits[split], batch_size=self.cfg.eval_batch_size, shuffle=False, num_workers=self.cfg.num_workers)
+            return self._eval_loader(self.splits[split])
         if self.cfg.batch_size % world:
             raise DataError(
                 f"data.batch_size={self.cfg.batch_size} (the global batch) is not divisible by the world size {world}; "
