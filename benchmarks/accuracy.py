@@ -40,6 +40,7 @@ Writes benchmarks/results/accuracy-<name or device>.{md,csv,png} (``-quick`` for
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
 import logging
 import random
@@ -210,6 +211,11 @@ def method_list(cfg, space, budgets: list[int], found: dict[int, dict], seed: in
     return {name: out[name] for name in sorted(out, key=lambda n: _run_order(n, budgets))}
 
 
+def chosen(names, patterns: list[str] | None) -> list[str]:
+    """The method names matching any of ``patterns`` (shell globs; None: all), in run order."""
+    return [n for n in names if patterns is None or any(fnmatch.fnmatchcase(n, p) for p in patterns)]
+
+
 def _run_order(name: str, budgets: list[int]) -> tuple:
     """The searched layouts, then the LoRA and random ones they are compared with, then the
     rest: a cut-short run still holds the comparisons the benchmark exists for."""
@@ -223,7 +229,7 @@ def benchmark_task(cfg, task: str, args: argparse.Namespace, work: Path) -> None
     space = cfg.space.build()
     found = searched_layouts(cfg, task, args.budgets, work, args.supernet_epochs)
     tuning, final = [], []
-    for name in method_list(cfg, space, args.budgets, found, 0, args.peft_glora_ranks):
+    for name in chosen(method_list(cfg, space, args.budgets, found, 0, args.peft_glora_ranks), args.methods):
         if len(args.lrs) > 1:
             tries = [run_method(name, method_list(cfg, space, args.budgets, found, 0, args.peft_glora_ranks)[name], cfg, task, 0, lr,
                                 ("train", "val"), work / task / name / f"tune-lr{lr:g}") for lr in args.lrs]
@@ -330,6 +336,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--budgets", type=int, nargs="+", default=list(DEFAULT_BUDGETS))
     parser.add_argument("--lrs", type=float, nargs="+", default=list(DEFAULT_LRS), help="the lr grid every method chooses from on val")
     parser.add_argument("--peft-glora-ranks", type=int, nargs="*", default=[2])
+    parser.add_argument("--methods", nargs="+", default=None,
+                        help="run only the methods matching these globs, e.g. 'glora_*' lora_r1 probe (default: all)")
     parser.add_argument("--epochs", type=int, default=None, help="override trainer.epochs (default: the config's)")
     parser.add_argument("--supernet-epochs", type=int, default=None, help="the supernet's epochs (default: --epochs)")
     parser.add_argument("--quick", action="store_true", help="smoke backbone and search; checks the script runs")
@@ -380,6 +388,7 @@ def report(cfg, args: argparse.Namespace, overrides: list[str], work: Path, seco
         f"Machine: {json.dumps(machine_info())}", "",
         (f"`python benchmarks/accuracy.py --tasks {' '.join(args.tasks)} --budgets {' '.join(map(str, args.budgets))} "
          f"--lrs {' '.join(f'{x:g}' for x in args.lrs)} --seeds {args.seeds}"
+         f"{' --methods ' + ' '.join(args.methods) if args.methods else ''}"
          f"{f' --supernet-epochs {args.supernet_epochs}' if args.supernet_epochs else ''} {' '.join(overrides)}`"), "",
         (f"Protocol: every method trains {cfg.trainer.epochs} epochs (AdamW, warm-up {cfg.optim.warmup_epochs:g} epochs then cosine, "
          f"weight decay {cfg.optim.weight_decay:g}, batch {cfg.data.batch_size}); its lr is chosen from {list(args.lrs)} by the final "

@@ -2,8 +2,9 @@
 front search's best layout under each budget as good as a single-budget evolution at that
 budget, and does it cost one search instead of three? On the embedded default supernet
 (trained once, cached in ``--work``), for each seed: (a) one ``search=pareto`` search under
-the largest budget, (b) one ``search=evolution`` search per budget, their evaluations
-adding up to (a)'s. Both through ``run_search`` (what ``glora-search`` runs). Writes
+the largest budget per ``--shares`` value (0: plain NSGA-II; s: a share s of every
+generation aimed at the budgets, ``search.targets``), (b) one ``search=evolution`` search
+per budget, their evaluations adding up to one front search's. Both through ``run_search`` (what ``glora-search`` runs). Writes
 ``benchmarks/results/front-<machine>.md`` and ``front-<machine>.png``.
 
     python benchmarks/front.py                       # seeds 0 1 2, budgets 4096 8192 16384, 20 x 9 vs 3 x (20 x 3)
@@ -59,10 +60,11 @@ def supernet(work: Path, overrides: list[str]) -> Path:
 
 
 def search(run: Path, sn: Path, overrides: list[str]) -> tuple[pd.DataFrame, float]:
-    """One glora-search run (fresh dir): its history and its wall time."""
-    tick = time.time()
-    run_search(_config("search", [f"supernet={sn}", *overrides]), run)
-    return pd.read_csv(run / "history.csv"), time.time() - tick
+    """One glora-search run: its history and its seconds (``metrics.json``'s, search
+    alone). A finished run dir is read back, so a longer benchmark reuses shorter ones."""
+    if not (run / "metrics.json").is_file():
+        run_search(_config("search", [f"supernet={sn}", *overrides]), run)
+    return pd.read_csv(run / "history.csv"), float(json.loads((run / "metrics.json").read_text())["seconds"])
 
 
 def _points(history: pd.DataFrame) -> list[tuple[float, float]]:
@@ -74,66 +76,97 @@ def _mean_std(values: list[float], digits: int = 4) -> str:
     return f"{statistics.mean(values):.{digits}f} ± {std:.{digits}f}"
 
 
+def _label(share: float) -> str:
+    return "front (NSGA-II)" if share == 0 else f"front aimed {share:g}"
+
+
 def run_seed(seed: int, sn: Path, work: Path, args: argparse.Namespace) -> dict:
-    """Both approaches for one seed: per budget the best val acc, and their costs."""
+    """Every approach for one seed: per budget the best val acc, and their costs. A front
+    search per ``--shares`` value (0: plain NSGA-II; s > 0: a share s of each generation
+    aimed at the budgets, ``search.targets``), then one evolution per budget."""
     top = max(args.budgets)
-    stamp = f"seed{seed}-{int(time.time())}"
-    front_run = work / f"pareto-{stamp}"
-    history, front_s = search(front_run, sn, ["search=pareto", f"search.budget={top}", f"search.population={args.population}",
-                                              f"search.generations={args.front_generations}", f"search.seed={seed}"])
-    front = read_front(front_run)
-    out = {"seed": seed, "front_run": front_run, "front": front, "front_history": history, "front_s": front_s,
-           "front_evals": len(history), "front_hv": hypervolume(_points(history), ref_params=top), "evo_s": 0.0, "evo_evals": 0,
-           "evo_points": [], "budgets": {}}
+    # deterministic names: a finished search of the same settings is reused
+    stamp = f"seed{seed}-{args.population}x{{}}-b{'-'.join(map(str, args.budgets))}"
+    out = {"seed": seed, "fronts": {}, "budgets": {b: {} for b in args.budgets}}
+    for share in args.shares:
+        front_run = work / f"pareto-{share:g}-{stamp.format(args.front_generations)}"
+        aim = [f"search.targets=[{','.join(map(str, args.budgets))}]", f"search.target_share={share}"] if share else []
+        history, seconds = search(front_run, sn, ["search=pareto", f"search.budget={top}", f"search.population={args.population}",
+                                                  f"search.generations={args.front_generations}", f"search.seed={seed}", *aim])
+        front = read_front(front_run)
+        label = _label(share)
+        out["fronts"][label] = {"front": front, "history": history, "s": seconds, "evals": len(history),
+                                "hv": hypervolume(_points(history), ref_params=top)}
+        for budget in args.budgets:
+            point = best_under(front, budget, "budget")
+            out["budgets"][budget][label] = (float(point["val_acc"]), int(point["trainable_params"]))
+    evo = {"s": 0.0, "evals": 0, "points": []}
     for budget in args.budgets:
-        evo, seconds = search(work / f"evolution-{budget}-{stamp}", sn, [
+        history, seconds = search(work / f"evolution-{budget}-{stamp.format(args.evo_generations)}", sn, [
             "search=evolution", f"search.budget={budget}", f"search.population={args.population}",
             f"search.generations={args.evo_generations}", f"search.seed={seed}"])
-        out["evo_s"] += seconds
-        out["evo_evals"] += len(evo)
-        out["evo_points"] += _points(evo)
-        point = best_under(front, budget, "budget")
-        out["budgets"][budget] = {"front": float(point["val_acc"]), "front_params": int(point["trainable_params"]),
-                                  "evolution": float(evo["val_acc"].max()),
-                                  "evolution_params": int(evo.loc[evo["val_acc"].idxmax(), "trainable_params"])}
-    out["evo_hv"] = hypervolume(out["evo_points"], ref_params=top)
-    log.info("seed %d: %s", seed, {b: (v["front"], v["evolution"]) for b, v in out["budgets"].items()})
+        evo["s"] += seconds
+        evo["evals"] += len(history)
+        evo["points"] += _points(history)
+        best = history.loc[history["val_acc"].idxmax()]
+        out["budgets"][budget][EVO] = (float(best["val_acc"]), int(best["trainable_params"]))
+    evo["hv"] = hypervolume(evo["points"], ref_params=top)
+    out["evolution"] = evo
+    log.info("seed %d: %s", seed, out["budgets"])
     return out
+
+
+EVO = "evolution per budget"
 
 
 def tables(results: list[dict], budgets: list[int]) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Per budget (mean ± std over seeds), the costs, and every seed's numbers."""
+    labels = list(results[0]["fronts"])
     per_budget, raw = [], []
     for budget in budgets:
-        front = [r["budgets"][budget]["front"] for r in results]
-        evo = [r["budgets"][budget]["evolution"] for r in results]
-        per_budget.append({"budget": budget, "front search: best val under budget": _mean_std(front),
-                           "evolution at budget: best val": _mean_std(evo),
-                           "front − evolution": _mean_std([f - e for f, e in zip(front, evo)])})
-        raw += [{"seed": r["seed"], "budget": budget, **r["budgets"][budget]} for r in results]
+        row = {"budget": budget}
+        evo = [r["budgets"][budget][EVO][0] for r in results]
+        for label in labels:
+            acc = [r["budgets"][budget][label][0] for r in results]
+            row[f"{label}: best val under budget"] = _mean_std(acc)
+            row[f"{label} − evolution"] = _mean_std([f - e for f, e in zip(acc, evo)])
+        row[f"{EVO}: best val"] = _mean_std(evo)
+        per_budget.append(row)
+        raw += [{"seed": r["seed"], "budget": budget, **{f"{k} (val, params)": f"{v[0]:.4f}, {v[1]}" for k, v in r["budgets"][budget].items()}}
+                for r in results]
     top = max(budgets)
-    costs = pd.DataFrame([
-        {"approach": f"one front search (pareto, budget {top})", "searches": 1,
-         "evaluations": _mean_std([r["front_evals"] for r in results], 0), "wall s": _mean_std([r["front_s"] for r in results], 1),
-         f"hypervolume (ref {top} params)": _mean_std([r["front_hv"] for r in results])},
-        {"approach": f"one evolution per budget {budgets}", "searches": len(budgets),
-         "evaluations": _mean_std([r["evo_evals"] for r in results], 0), "wall s": _mean_std([r["evo_s"] for r in results], 1),
-         f"hypervolume (ref {top} params)": _mean_std([r["evo_hv"] for r in results])},
-    ])
-    return pd.DataFrame(per_budget), costs, pd.DataFrame(raw)
+    hv = f"hypervolume (ref {top} params)"
+    costs = [{"approach": f"one {label} search, budget {top}", "searches": 1,
+              "evaluations": _mean_std([r["fronts"][label]["evals"] for r in results], 0),
+              "wall s": _mean_std([r["fronts"][label]["s"] for r in results], 1),
+              hv: _mean_std([r["fronts"][label]["hv"] for r in results])} for label in labels]
+    costs.append({"approach": f"one evolution per budget {budgets}", "searches": len(budgets),
+                  "evaluations": _mean_std([r["evolution"]["evals"] for r in results], 0),
+                  "wall s": _mean_std([r["evolution"]["s"] for r in results], 1),
+                  hv: _mean_std([r["evolution"]["hv"] for r in results])})
+    return pd.DataFrame(per_budget), pd.DataFrame(costs), pd.DataFrame(raw)
 
 
 def plot(results: list[dict], budgets: list[int], path: Path):
-    """Seed 0's every evaluated layout, each seed's front, and both approaches' best under each budget."""
+    """Seed 0's every evaluated layout of the last front variant, each front variant's
+    front (seed 0), and every approach's best under each budget (all seeds)."""
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    first = results[0]["front_history"]
-    ax.scatter(first["trainable_params"], first["val_acc"], s=8, alpha=0.25, color="grey", label=f"front search, seed {results[0]['seed']}: evaluated")
-    for n, r in enumerate(results):
-        ax.step(r["front"]["trainable_params"], r["front"]["val_acc"], where="post", color=f"C{3 + n}", alpha=0.7, label=f"front, seed {r['seed']}")
-    for key, marker, color in (("front", "o", "C3"), ("evolution", "x", "C0")):
-        xs = [r["budgets"][b][f"{key}_params"] for r in results for b in budgets]
-        ys = [r["budgets"][b][key] for r in results for b in budgets]
-        ax.scatter(xs, ys, marker=marker, s=40, color=color, label=f"best under budget: {key}")
+    first = results[0]
+    labels = list(first["fronts"])
+    history = first["fronts"][labels[-1]]["history"]
+    ax.scatter(history["trainable_params"], history["val_acc"], s=8, alpha=0.25, color="grey",
+               label=f"{labels[-1]}, seed {first['seed']}: evaluated")
+    markers = "o^sv"
+    for n, label in enumerate(labels):
+        front = first["fronts"][label]["front"]
+        ax.step(front["trainable_params"], front["val_acc"], where="post", color=f"C{3 + n}", alpha=0.8,
+                label=f"front, seed {first['seed']}: {label}")
+        xs = [r["budgets"][b][label][1] for r in results for b in budgets]
+        ys = [r["budgets"][b][label][0] for r in results for b in budgets]
+        ax.scatter(xs, ys, marker=markers[n % len(markers)], s=36, color=f"C{3 + n}", label=f"best under budget: {label}")
+    xs = [r["budgets"][b][EVO][1] for r in results for b in budgets]
+    ys = [r["budgets"][b][EVO][0] for r in results for b in budgets]
+    ax.scatter(xs, ys, marker="x", s=40, color="C0", label=f"best under budget: {EVO}")
     for b in budgets:
         ax.axvline(b, color="grey", ls="--", lw=0.8)
     ax.set_xlabel("trainable params (support tensors)")
@@ -151,6 +184,8 @@ def main() -> None:
     parser.add_argument("--population", type=int, default=None, help="default 20 (--quick: 6)")
     parser.add_argument("--front-generations", type=int, default=None, help="default 9 (--quick: 6)")
     parser.add_argument("--evo-generations", type=int, default=None, help="default 3 (--quick: 2)")
+    parser.add_argument("--shares", type=float, nargs="+", default=[0.0, 0.5],
+                        help="front search variants: search.target_share (0: plain NSGA-II, no targets)")
     parser.add_argument("--work", default="runs/bench-front")
     parser.add_argument("--quick", action="store_true", help="experiment=smoke and small searches; results stay in --work")
     parser.add_argument("--overrides", nargs="*", default=[], help="extra supernet training overrides")
@@ -170,16 +205,18 @@ def main() -> None:
     tag = machine_tag("cpu")
     out = (work if quick else ROOT / "benchmarks" / "results") / f"front-{tag}"
     drawn = plot(results, args.budgets, out.with_suffix(".png"))
-    assert any(k.startswith("front, seed") for k in next(iter(drawn.values()))), "the plot drew no front"
+    assert sum(k.startswith("front, seed") for k in next(iter(drawn.values()))) == len(args.shares), "the plot lacks a front"
     n_front = args.population * args.front_generations
     text = "\n".join([
         "# One front search vs one search per budget", "", f"Machine: {json.dumps(machine_info())}", "",
-        f"`python benchmarks/front.py{' --quick' if quick else ''} --seeds {' '.join(map(str, args.seeds))}`: the embedded "
+        f"`python benchmarks/front.py{' --quick' if quick else ''} --seeds {' '.join(map(str, args.seeds))} "
+        f"--shares {' '.join(f'{x:g}' for x in args.shares)}`: the embedded "
         f"{'smoke' if quick else 'default'} supernet on `count` (trained once, {train_s:.0f} s incl. any cache hit), then per seed "
         f"(a) one `search=pareto` run under {max(args.budgets)} params ({args.population} x {args.front_generations} = {n_front} "
-        f"evaluations) and (b) one `search=evolution` run per budget {args.budgets} ({args.population} x {args.evo_generations} "
+        f"evaluations) per front variant ({', '.join(_label(x) for x in args.shares)}; 'aimed s': `search.targets={args.budgets}`, "
+        f"`search.target_share=s`) and (b) one `search=evolution` run per budget {args.budgets} ({args.population} x {args.evo_generations} "
         f"each, {len(args.budgets) * args.population * args.evo_generations} in all). Accuracy: the supernet's inherited val "
-        "accuracy on the search's ranking images (what either search maximises); for (a) the best front point under each budget. "
+        "accuracy on the search's ranking images (what every search maximises); for (a) the best front point under each budget. "
         "Hypervolume: the area under each approach's evaluated layouts' staircase, params scaled by the largest budget "
         f"(`glora.search.pareto.hypervolume`). Mean ± std over {len(args.seeds)} seeds. {time.time() - started:.0f} s in all.", "",
         "## Best val accuracy under each budget", "", markdown_table(per_budget), "",

@@ -8,7 +8,8 @@ accuracy of random layouts on the trained supernet, the val accuracy of the LoRA
     python benchmarks/recipe.py --overrides data.task=count trainer.epochs=20      # embedded, CPU
     python benchmarks/recipe.py --standalone --overrides data.task=count trainer.epochs=20
 
-``--standalone``: no supernet; fixed layouts (LoRA_1 on B; A vector + B LoRA_1 + E vector)
+``--standalone``: no supernet; fixed layouts (LoRA_1 on B; A vector + B LoRA_1 + E vector;
+or layout JSON files, ``--layout-files NAME=PATH``, e.g. the layouts a search found)
 trained alone on train and scored on val, for every lr of a grid and every multiplier
 variant of ``STEP_VARIANTS``: which per-tensor step sizes let a fixed layout learn.
 """
@@ -52,7 +53,8 @@ VARIANTS = {
 }
 
 
-STEP_VARIANTS = {"no multipliers": {"A": 1, "D": 1}, "A30 D30": {"A": 30, "D": 30}, "A30 B8 D30": {"A": 30, "B": 8, "D": 30}}
+STEP_VARIANTS = {"no multipliers": {"A": 1, "D": 1}, "A30 D30": {"A": 30, "D": 30}, "A30 B4 D30": {"A": 30, "B": 4, "D": 30},
+                 "A30 B8 D30": {"A": 30, "B": 8, "D": 30}}
 STANDALONE_LAYOUTS = {"B=LoRA_1": {"B": "LoRA_1"}, "A LoRA_1, B LoRA_1, D vector": {"A": "LoRA_1", "B": "LoRA_1", "D": "vector"},
                       "A vector, B LoRA_1, E vector": {"A": "vector", "B": "LoRA_1", "E": "vector"}}
 
@@ -72,17 +74,20 @@ def standalone(args: argparse.Namespace) -> None:
     model, _ = load_backbone(cfg.model, num_classes=0, embedded_dir=embedded, cache_root=cfg.paths.cache)
     space = cfg.space.build()
     rows, started = [], time.time()
-    for layout_name in args.layouts:
-        choice = STANDALONE_LAYOUTS[layout_name]
-        path = Path(args.work) / "layouts" / f"{layout_name.replace(' ', '_').replace(',', '')}.json"
-        Layout.uniform(model, space, **choice).save(path)
+    files = dict(item.split("=", 1) for item in args.layout_files)  # NAME=PATH: e.g. the layouts a search found
+    for layout_name in [*args.layouts, *files]:
+        if layout_name in files:
+            path = Path(files[layout_name])
+        else:
+            path = Path(args.work) / "layouts" / f"{layout_name.replace(' ', '_').replace(',', '')}.json"
+            Layout.uniform(model, space, **STANDALONE_LAYOUTS[layout_name]).save(path)
         for variant in args.steps:
             mult = STEP_VARIANTS[variant]
             run_cfg = replace(cfg, optim=replace(cfg.optim, lr_mult=LrMultipliers(**mult)))
             for lr in args.lrs:
                 build = glora_layout(lambda _m, p=path: Layout.load(p), cfg.trainer.seed, cfg.glora)
                 row = run_method(layout_name, build, run_cfg, cfg.data.task, cfg.trainer.seed, lr, ("train", "val"),
-                                 Path(args.work) / f"{path.stem}-{variant.replace(' ', '_')}-lr{lr:g}")
+                                 Path(args.work) / f"{layout_name.replace(' ', '_').replace(',', '')}-{variant.replace(' ', '_')}-lr{lr:g}")
                 rows.append({"layout": layout_name, "params": row["adapter_params"], "multipliers": variant, "lr": lr,
                              "val_acc": row["acc"], "train_acc": round(row["train_acc"], 4)})
                 print(rows[-1], flush=True)
@@ -91,11 +96,13 @@ def standalone(args: argparse.Namespace) -> None:
     tag = machine_tag(pick_device("auto"))
     text = "\n".join([
         "# Step sizes for fixed layouts, on validation data", "", f"Machine: {json.dumps(machine_info())}", "",
-        f"`python benchmarks/recipe.py --standalone --overrides {' '.join(args.overrides)}`: each layout trained alone from the "
+        f"`python benchmarks/recipe.py --standalone --steps {' '.join(repr(v) for v in args.steps)} --lrs {' '.join(f'{x:g}' for x in args.lrs)}"
+        f"{' --layout-files ' + ' '.join(args.layout_files) if args.layout_files else ''} --overrides {' '.join(args.overrides)}`: "
+        "each layout trained alone from the "
         f"backbone on train ({cfg.trainer.epochs} epochs, seed {cfg.trainer.seed}), final val accuracy (200 images). "
         f"{time.time() - started:.0f} s.", "", markdown_table(table), "",
     ])
-    write_text_atomic(ROOT / "benchmarks" / "results" / f"recipe-standalone-{tag}.md", text)
+    write_text_atomic(ROOT / "benchmarks" / "results" / f"recipe-standalone-{args.name or tag}.md", text)
     print(text)
 
 
@@ -109,7 +116,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="5 random layouts and no search: the supernet's own learning only")
     parser.add_argument("--standalone", action="store_true", help="fixed layouts alone: step-size variants x an lr grid")
     parser.add_argument("--lrs", type=float, nargs="+", default=[1e-3, 3e-3, 1e-2])
-    parser.add_argument("--layouts", nargs="+", default=list(STANDALONE_LAYOUTS), help="--standalone: which layouts")
+    parser.add_argument("--layouts", nargs="*", default=list(STANDALONE_LAYOUTS), help="--standalone: which layouts")
+    parser.add_argument("--layout-files", nargs="*", default=[], help="--standalone: more layouts as NAME=PATH (layout JSON)")
     parser.add_argument("--steps", nargs="+", default=list(STEP_VARIANTS), help="--standalone: which multiplier variants")
     parser.add_argument("--name", default=None, help="results file suffix (default: the machine's tag)")
     args = parser.parse_args()

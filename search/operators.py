@@ -92,6 +92,11 @@ class LayoutOps:
         under = LayoutOps(self.template, Budget(min(cap, self.budget.max_params)), self.max_tries).random(rng)
         return under if self.legal(under) else self.repair(under, rng)
 
+    def capped(self, cap: int) -> "LayoutOps":
+        """These operators under the tighter budget ``min(cap, budget)`` (same min_params):
+        what a search aiming at a smaller budget inside its window mutates and repairs with."""
+        return LayoutOps(self.template, Budget(min(int(cap), self.budget.max_params), self.budget.min_params), self.max_tries)
+
     def random(self, rng: random.Random) -> Layers:
         """A legal layout: uniform draws until one fits (bounded), else the last one repaired."""
         return self._until_legal(lambda: {n: tuple(rng.choice(o) for o in opts) for n, opts in self.options.items()}, rng)

@@ -13,13 +13,13 @@ import math
 import random
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 from glora.run.errors import require
 
 from .operators import Layers, LayoutOps
-from .strategy import Record, SearchConfig, register_strategy
+from .strategy import Record, SearchConfig, register_strategy, top_k
 
 __all__ = ["ParetoEvolution", "Point", "crowding_distance", "dominates", "front", "hypervolume", "non_dominated_sort", "nsga_order"]
 
@@ -117,10 +117,18 @@ class ParetoEvolution(SearchConfig):
     (front, crowding) are the parents; each child is a crossover of two binary-tournament
     winners (with probability ``crossover_prob``, else a copy of the first), then mutated
     per layer with ``mutation_prob``; every child is legal under min_params and budget.
-    The first generation is spread over [min_params, budget] (``initial``)."""
+    The first generation is spread over [min_params, budget] (``initial``).
+
+    ``targets``: budgets inside the window the user will pick from (the pipeline passes
+    ``pipeline.budgets``). A ``target_share`` of every generation is then aimed at them in
+    turn, as a single-budget evolution would be: children of the best records under the
+    target, legal under it. NSGA-II alone spreads its evaluations over the whole window
+    and leaves its points short of any one budget (measured in benchmarks/front.py)."""
 
     crossover_prob: float = 0.9
     mutation_prob: float = 0.2  # per layer, as in Evolution
+    targets: list[float] = field(default_factory=list)
+    target_share: float = 0.5
 
     multi_objective: ClassVar[bool] = True
 
@@ -129,14 +137,26 @@ class ParetoEvolution(SearchConfig):
         require(0 <= self.crossover_prob <= 1, "search.crossover_prob", self.crossover_prob,
                 "use a probability in [0, 1] that a child is a crossover of two parents, e.g. 0.9")
         require(0 <= self.mutation_prob <= 1, "search.mutation_prob", self.mutation_prob, "use a per-layer probability in [0, 1], e.g. 0.2")
+        require(0 <= self.target_share <= 1, "search.target_share", self.target_share,
+                "use the share in [0, 1] of each generation aimed at search.targets, e.g. 0.5")
+        for t in self.targets:
+            require(self.min_params <= t <= self.budget, "search.targets", list(self.targets),
+                    f"give budgets inside the window [search.min_params={self.min_params:g}, search.budget={self.budget:g}], or []")
+
+    def _aimed(self, size: int) -> list[float]:
+        """The target of each aimed child of a generation of ``size`` (targets in turn)."""
+        targets = sorted(self.targets)
+        return [targets[i % len(targets)] for i in range(round(size * self.target_share))] if targets else []
 
     def initial(self, ops: LayoutOps, seeds: tuple[Layers, ...], rng: random.Random) -> list[Layers]:
-        """The seeds made legal, then random layouts spread over the window: the i-th of n
-        drawn under ``min_params + (i + 1) / n`` of it. Uniform draws pile up just under
-        the budget (on the default ViT only 2% of them fit under 16k params at all), so
-        without this the cheap end of the front starts empty and must be reached by
-        mutation alone."""
+        """The seeds made legal, then (with ``targets``) random layouts under each target in
+        turn, then random layouts spread over the window: the i-th of n drawn under
+        ``min_params + (i + 1) / n`` of it. Uniform draws pile up just under the budget
+        (on the default ViT only 2% of them fit under 16k params at all), so without this
+        the cheap end of the front starts empty and must be reached by mutation alone."""
         out = [ops.repair(s, rng) for s in seeds]
+        aimed = self._aimed(max(0, self.size(0) - len(out)))
+        out += [ops.random_under(int(t), rng) for t in aimed]
         lo, hi, n = ops.budget.min_params, ops.budget.max_params, self.size(0) - len(out)
         return out + [ops.random_under(lo + (hi - lo) * (i + 1) // n, rng) for i in range(n)]
 
@@ -144,13 +164,39 @@ class ParetoEvolution(SearchConfig):
         parents = [records[i].layers for i in nsga_order(_points(records))[: self.population]]
         if not parents:
             return [ops.random(rng) for _ in range(self.size(generation))]
+        aimed = self._aimed(self.size(generation))
+        capped = {t: ops.capped(int(t)) for t in set(aimed)}
+        seen = {r.hash for r in records}
+
+        def fresh(make) -> Layers:
+            """A child not evaluated or proposed before, if ``max_tries`` draws find one: the
+            loop would replace a duplicate by a draw from the whole window, which is not
+            where an aimed child belongs (children of close parents often repeat one)."""
+            for _ in range(ops.max_tries):
+                child = make()
+                if ops.layout(child).hash not in seen:
+                    break
+            seen.add(ops.layout(child).hash)
+            return child
+
+        children = [fresh(lambda n=n, t=t: self._aimed_child(n, records, capped[t], rng)) for n, t in enumerate(aimed)]
 
         def tournament() -> Layers:  # parents are best first: the earlier of two draws wins
             return parents[min(rng.randrange(len(parents)), rng.randrange(len(parents)))]
 
-        children = []
-        for _ in range(self.size(generation)):
+        def bred() -> Layers:
             first, second = tournament(), tournament()
             child = ops.crossover(first, second, rng) if rng.random() < self.crossover_prob else first
-            children.append(ops.mutate(child, rng, self.mutation_prob))
-        return children
+            return ops.mutate(child, rng, self.mutation_prob)
+
+        return children + [fresh(bred) for _ in range(self.size(generation) - len(aimed))]
+
+    def _aimed_child(self, n: int, records: list[Record], ops: LayoutOps, rng: random.Random) -> Layers:
+        """A child aimed at ``ops``' budget, as Evolution makes them: of the best
+        population / 5 records under it, a crossover (even ``n``) or a mutation (odd)."""
+        parents = [r.layers for r in top_k([r for r in records if ops.legal(r.layers)], max(2, self.population // 5))]
+        if not parents:
+            return ops.random(rng)
+        if n % 2 == 0 and len(parents) > 1:
+            return ops.crossover(*rng.sample(parents, 2), rng)
+        return ops.mutate(rng.choice(parents), rng, self.mutation_prob)

@@ -38,6 +38,7 @@ def test_front_pipeline_searches_once_and_retrains_the_front_per_budget(tmp_path
     assert sorted(p.name for p in tmp_path.glob("search-*")) == ["search-count-front"]  # one search for both budgets
     search = tmp_path / "search-count-front"
     assert json.loads((search / "metrics.json").read_text())["budget"] == 3000  # the largest budget
+    assert json.loads((search / "search_state.json").read_text())["identity"]["targets"] == [1500, 3000]  # aimed at the budgets
     front = read_front(search)
     assert list(table["budget"]) == [3000, 1500]
     for row in table.itertuples():

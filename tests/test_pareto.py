@@ -203,9 +203,49 @@ def test_the_front_spans_the_window_and_beats_single_objective_evolution(templat
     assert hypervolume(records, 12288) > hypervolume(single, 12288)
 
 
+def test_aimed_children_are_legal_under_their_targets(template):
+    """With ``targets``, a ``target_share`` of each generation is aimed at them in turn:
+    the first generation draws under each target, later ones breed from the best records
+    under it, and every aimed child fits its target."""
+    ops = LayoutOps(template, Budget(12288, 1024))
+    search = ParetoEvolution(budget=12288, min_params=1024, population=12, targets=[6000, 3000], target_share=0.5)
+    first = search.initial(ops, (), generation_rng(0, 0))
+    assert len(first) == 12 and all(ops.legal(p) for p in first)
+    params = [ops.params(p) for p in first[:6]]
+    assert all(p <= t for p, t in zip(params, [3000, 6000] * 3))  # targets in turn, smallest first
+    assert min(params[1::2]) > 3000  # under 6000 but not piled under 3000: draws land just under their cap
+    _, records = _search(ParetoEvolution, template, population=12, generations=2)
+    children = search.propose(2, records, ops, generation_rng(0, 2))
+    assert len(children) == 12 and all(ops.legal(c) for c in children)
+    assert all(ops.params(c) <= t for c, t in zip(children[:6], [3000, 6000] * 3))
+    hashes = [ops.layout(c).hash for c in children]  # new layouts: the loop would replace a repeat by an unaimed draw
+    assert len(set(hashes)) == len(hashes) and not set(hashes) & {r.hash for r in records}
+    best_under = {t: max(r.val_acc for r in records if r.params <= t) for t in (3000, 6000)}
+    assert all(best_under[t] > 0 for t in best_under)
+    assert search.propose(2, records, ops, generation_rng(0, 2)) == children  # a pure function of the rng
+    plain = ParetoEvolution(budget=12288, min_params=1024, population=12)
+    assert plain.propose(2, records, ops, generation_rng(0, 2)) != children
+    whole = ParetoEvolution(budget=12288, min_params=1024, population=12, targets=[2000], target_share=1.0)
+    assert all(ops.params(c) <= 2000 for c in whole.propose(2, records, ops, generation_rng(0, 2)))
+
+
+def test_aiming_at_targets_finds_better_layouts_under_them(template):
+    """The point of targets: under each target the aimed front search holds better layouts
+    than plain NSGA-II at the same number of evaluations (mean over seeds: the scorer's
+    per-layout term is noise; it rewards params, so "better under t" means closer to t)."""
+    targets, gains = [2048, 4096], {2048: [], 4096: []}
+    for seed in range(4):
+        _, plain = _search(ParetoEvolution, template, population=12, generations=6, seed=seed)
+        _, aimed = _search(ParetoEvolution, template, population=12, generations=6, seed=seed, targets=targets, target_share=0.5)
+        assert len(aimed) == len(plain)
+        for t in targets:
+            gains[t].append(max(r.val_acc for r in aimed if r.params <= t) - max(r.val_acc for r in plain if r.params <= t))
+    assert all(sum(g) / len(g) > 0.005 for g in gains.values()), gains
+
+
 def test_settings_are_checked_and_composed_from_hydra():
     assert get_strategy("pareto", crossover_prob=0.5).crossover_prob == 0.5
-    for bad in ({"crossover_prob": 1.5}, {"mutation_prob": -0.1}):
+    for bad in ({"crossover_prob": 1.5}, {"mutation_prob": -0.1}, {"target_share": 2}, {"targets": [30000]}, {"targets": [500], "min_params": 1000}):
         with pytest.raises(ConfigError, match=next(iter(bad))):
             ParetoEvolution(**bad)
     from hydra import compose, initialize_config_dir

@@ -6,8 +6,9 @@ its own folder of the one run dir (``train-<task>/``, ``search-<task>-<budget>/`
 ``retrain-<task>-<budget>/``), and the final table lands in ``report.md``.
 
 With a multi-objective strategy (``search=pareto``) each task is searched once, under the
-largest budget (``search-<task>-front/``), and each budget retrains the front's best point
-under it: one search instead of one per budget.
+largest budget (``search-<task>-front/``) and aimed at every budget (``search.targets``,
+unless set), and each budget retrains the front's best point under it: one search instead
+of one per budget.
 
     glora-pipeline                                           # embedded default, ≤ 5 min on 2 CPU cores
     glora-pipeline pipeline.tasks=[count,texture] pipeline.budgets=[5e3,2e4]
@@ -79,7 +80,10 @@ def _searched_layouts(cfg: PipelineJobConfig, train_dir: Path, run_dir: Path, ta
     search_dir = run_dir / f"search-{task}-front"
     log.info("== %s: one front search between %d and %d params for budgets %s", task, int(cfg.search.min_params), int(max(budgets)),
              [int(b) for b in budgets])
-    run_search(narrow(cfg, SearchJobConfig, supernet=str(train_dir), search=replace(cfg.search, budget=max(budgets)), resume=None), search_dir)
+    search = replace(cfg.search, budget=max(budgets))
+    if hasattr(search, "targets") and not search.targets:  # aim the front at the budgets it is read at
+        search = replace(search, targets=list(budgets))
+    run_search(narrow(cfg, SearchJobConfig, supernet=str(train_dir), search=search, resume=None), search_dir)
     front = read_front(search_dir)
     points = [best_under(front, budget, "pipeline.budgets") for budget in budgets]  # every budget checked before any retraining
     return [(budget, front_layout(search_dir, point), float(point["val_acc"])) for budget, point in zip(budgets, points)]
