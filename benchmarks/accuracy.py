@@ -395,14 +395,15 @@ def report(cfg, args: argparse.Namespace, overrides: list[str], work: Path, seco
          "val accuracy after training on train (seed 0); then it trains on train+val with that lr and reports the final epoch's test "
          f"accuracy for seeds 0..{args.seeds - 1}. GLoRA's per-support-tensor lr multipliers: {vars(cfg.optim.lr_mult)}, up-factor "
          f"init {cfg.glora.up_init}, vector B on the inputs' {cfg.glora.vector_b}. Searched layouts: a {args.supernet_epochs or cfg.trainer.epochs}-epoch supernet on train (space ranks {list(space.ranks)}), "
-         f"{strategy_name(cfg.search)} {cfg.search.population} x {cfg.search.generations} ranked on val, seed 0, retrained per seed. "
+         f"{strategy_name(cfg.search)} {cfg.search.population} x {cfg.search.generations} ranked on val{f' + {cfg.data.rank_images} held-out ranking images' if cfg.data.rank_images else ''}, seed 0, retrained per seed. "
          f"Training time in these rows: {wall:.0f} s."), "",
         ("Test accuracy, mean ± std over seeds (the lr each method chose on val); `overall`: mean over tasks (± std over seeds "
          "of that mean). `adapter_params`: trainable params outside the head."), "",
         markdown_table(table.drop(columns="overall_mean").reset_index()), "",
         "Searched layout against the best of each family that fits its budget (overall means):", "",
         markdown_table(wins) if len(wins) else "(no searched layouts)", "",
-        *(["Re-ranking (`search.rerank`): the stand-alone val accuracy (train 800 -> val 200) of the supernet's first layout "
+        *(["Re-ranking (`search.rerank`): the stand-alone accuracy (trained on train 800, scored on the search's ranking images: val 200 "
+           f"+ {cfg.data.rank_images} held-out) of the supernet's first layout "
            "and of the re-ranked winner (the top 4 and the LoRA layouts that fit):", "", markdown_table(reranks), ""] if len(reranks) else []),
         f"![accuracy vs params](accuracy-{tag}.png)", "",
         *([f"Not in the table (not run on every task and seed): {', '.join(missing)}.", ""] if missing else []),
