@@ -32,7 +32,11 @@ the backbone for full_ft) and ``head_params`` apart. Every run lives in its own 
     # one process per task (2-core machines run them side by side), then one table:
     for t in count orientation texture; do OMP_NUM_THREADS=1 .venv/bin/python benchmarks/accuracy.py --epochs 10 --tasks $t --no-report & done; wait
     .venv/bin/python benchmarks/accuracy.py --epochs 10 --report
-    # the real backbone (DINOv2 ViT-S/14), e.g. on a GPU at 224 px:
+    # the real backbone (DINOv2 ViT-S/14) on 2 CPU cores at 56 px, one process per task, then --report:
+    .venv/bin/python benchmarks/accuracy.py --tasks mnist --budgets 73728 --lrs 1e-3 1e-2 --epochs 3 --supernet-epochs 5 \
+        --no-report --name real-cpu --work runs/bench-accuracy-real experiment=real_cpu data.rank_images=300 \
+        --methods glora_search_73728 lora_r1 glora_random_73728 peft_glora_r2 probe full_ft
+    # ... and on a GPU at 224 px:
     .venv/bin/python benchmarks/accuracy.py --tasks mnist elpv --budgets 73728 294912 --name real-224 experiment=real_gpu  # LoRA r=1, r=4 of ViT-S
 
 Writes benchmarks/results/accuracy-<name or device>.{md,csv,png} (``-quick`` for --quick).

@@ -66,7 +66,7 @@ def test_two_kills_in_consecutive_checkpoint_writes(tmp_path, cache_dir):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("strategy", [(), ("search=pareto", "search.min_params=500")], ids=["evolution", "pareto"])
+@pytest.mark.parametrize("strategy", [(), ("search=pareto", "search.min_params=500", "search.targets=[1500,3000]")], ids=["evolution", "pareto"])
 def test_a_search_killed_mid_generation_resumes_to_the_same_history(tmp_path, cache_dir, smoke_supernet, strategy):
     run = tmp_path / "killed"
     kills = ("event:12", "event:5", "write:^search_state.json$:1")  # mid-generation, again, then inside a state write

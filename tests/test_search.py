@@ -106,12 +106,14 @@ def test_rerank_trains_the_top_layouts_and_the_lora_ones_alone(cache_dir, tmp_pa
     assert again["reranked"] == metrics["reranked"]
 
 
-@pytest.mark.parametrize("strategy", ["evolution", "random", "optuna", "pareto"])
+@pytest.mark.parametrize("strategy", ["evolution", "random", "optuna", "pareto", "pareto aimed"])
 def test_resume_ends_like_an_uninterrupted_search(smoke_supernet, cache_dir, tmp_path, strategy):
     full, parts = tmp_path / "full", tmp_path / "parts"
-    _search(smoke_supernet, cache_dir, full, f"search={strategy}", "search.generations=3")
-    _search(smoke_supernet, cache_dir, parts, f"search={strategy}", "search.generations=1")
-    _search(smoke_supernet, cache_dir, parts, f"search={strategy}", "search.generations=3", f"resume={parts}")
+    settings = ["search=pareto", "search.targets=[1500,3000]"] if strategy == "pareto aimed" else [f"search={strategy}"]
+    strategy = strategy.split()[0]
+    _search(smoke_supernet, cache_dir, full, *settings, "search.generations=3")
+    _search(smoke_supernet, cache_dir, parts, *settings, "search.generations=1")
+    _search(smoke_supernet, cache_dir, parts, *settings, "search.generations=3", f"resume={parts}")
     assert pd.read_csv(full / "history.csv").drop(columns="seconds").equals(pd.read_csv(parts / "history.csv").drop(columns="seconds"))
     assert json.loads((full / "layout.json").read_text()) == json.loads((parts / "layout.json").read_text())
     assert (full / "front.csv").is_file() == (strategy == "pareto") == (parts / "front.csv").is_file()
