@@ -166,6 +166,8 @@ class ParetoEvolution(SearchConfig):
             return [ops.random(rng) for _ in range(self.size(generation))]
         aimed = self._aimed(self.size(generation))
         capped = {t: ops.capped(int(t)) for t in set(aimed)}
+        pools = {t: [r.layers for r in top_k([r for r in records if c.legal(r.layers)], max(2, self.population // 5))]
+                 for t, c in capped.items()}  # each target's parents: the best records under it, as Evolution's top-k
         seen = {r.hash for r in records}
 
         def fresh(make) -> Layers:
@@ -174,12 +176,13 @@ class ParetoEvolution(SearchConfig):
             where an aimed child belongs (children of close parents often repeat one)."""
             for _ in range(ops.max_tries):
                 child = make()
-                if ops.layout(child).hash not in seen:
+                key = ops.layout(child).hash
+                if key not in seen:
                     break
-            seen.add(ops.layout(child).hash)
+            seen.add(key)
             return child
 
-        children = [fresh(lambda n=n, t=t: self._aimed_child(n, records, capped[t], rng)) for n, t in enumerate(aimed)]
+        children = [fresh(lambda n=n, t=t: _aimed_child(n, pools[t], capped[t], rng, self.mutation_prob)) for n, t in enumerate(aimed)]
 
         def tournament() -> Layers:  # parents are best first: the earlier of two draws wins
             return parents[min(rng.randrange(len(parents)), rng.randrange(len(parents)))]
@@ -191,12 +194,12 @@ class ParetoEvolution(SearchConfig):
 
         return children + [fresh(bred) for _ in range(self.size(generation) - len(aimed))]
 
-    def _aimed_child(self, n: int, records: list[Record], ops: LayoutOps, rng: random.Random) -> Layers:
-        """A child aimed at ``ops``' budget, as Evolution makes them: of the best
-        population / 5 records under it, a crossover (even ``n``) or a mutation (odd)."""
-        parents = [r.layers for r in top_k([r for r in records if ops.legal(r.layers)], max(2, self.population // 5))]
-        if not parents:
-            return ops.random(rng)
-        if n % 2 == 0 and len(parents) > 1:
-            return ops.crossover(*rng.sample(parents, 2), rng)
-        return ops.mutate(rng.choice(parents), rng, self.mutation_prob)
+
+def _aimed_child(n: int, parents: list[Layers], ops: LayoutOps, rng: random.Random, mutation_prob: float) -> Layers:
+    """A child legal under ``ops``' budget, as Evolution makes them: a crossover of two of
+    ``parents`` (even ``n``) or a mutation of one (odd); a random layout without parents."""
+    if not parents:
+        return ops.random(rng)
+    if n % 2 == 0 and len(parents) > 1:
+        return ops.crossover(*rng.sample(parents, 2), rng)
+    return ops.mutate(rng.choice(parents), rng, mutation_prob)

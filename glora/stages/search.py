@@ -69,7 +69,7 @@ def run_search(cfg: SearchJobConfig, run_dir: Path) -> dict:
     evaluate = Evaluator(supernet.model, supernet.task.ranking_loader(), device)
     identity = {"supernet": str(Path(cfg.supernet).resolve()), "strategy": name, "budget": int(s.budget),
                 "min_params": int(s.min_params), "seed": s.seed, "space": supernet.space.to_dict(),
-                **({"targets": sorted(int(t) for t in s.targets)} if getattr(s, "targets", None) else {})}
+                **({"targets": sorted(int(t) for t in s.targets), "target_share": s.target_share} if getattr(s, "targets", None) else {})}
 
     records, start_gen = _resume(run_dir, identity)
     started = time.time()
