@@ -48,6 +48,7 @@ import fnmatch
 import json
 import logging
 import random
+import re
 import sys
 import time
 from dataclasses import replace
@@ -312,13 +313,14 @@ def rerank_rows(work: Path, tasks: list[str], budgets: list[int]) -> pd.DataFram
 def plot(runs: pd.DataFrame, path: Path, title: str) -> None:
     mean = runs.groupby("method", sort=False).agg(params=("adapter_params", "mean"), acc=("acc", "mean"))
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    families = [(r"^lora_r\d+$", "PEFT LoRA r=1,2,4,8 (alpha 8)", "o-"), (r"^lora_r\d+_alpha_r$", "PEFT LoRA r=1,4 (alpha r)", "o:"),
+    families = [(r"^lora_r\d+$", "PEFT LoRA r={ranks} (alpha 8)", "o-"), (r"^lora_r\d+_alpha_r$", "PEFT LoRA r={ranks} (alpha r)", "o:"),
                 (r"^glora_search_", "GLoRA searched (budget sweep)", "s-"), (r"^glora_random_", "GLoRA random layout", "x--"),
                 (r"^peft_glora_", "PEFT GLoRA uniform", "D")]
     for pattern, label, style in families:
         rows = mean[mean.index.str.contains(pattern)].sort_values("params")
         if len(rows):
-            ax.plot(rows["params"], rows["acc"], style, label=label)
+            ranks = ",".join(re.match(r"lora_r(\d+)", n).group(1) for n in rows.index) if "{ranks}" in label else ""
+            ax.plot(rows["params"], rows["acc"], style, label=label.format(ranks=ranks))
     for name, style in (("full_ft", "k--"), ("probe", "k:")):
         if name in mean.index:
             ax.axhline(mean.loc[name, "acc"], linestyle=style[1:], color="k", label=f"{name} ({mean.loc[name, 'params']:.0f} params)")
