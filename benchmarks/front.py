@@ -4,7 +4,9 @@ budget, and does it cost one search instead of three? On the embedded default su
 (trained once, cached in ``--work``), for each seed: (a) one ``search=pareto`` search under
 the largest budget per ``--shares`` value (0: plain NSGA-II; s: a share s of every
 generation aimed at the budgets, ``search.targets``), (b) one ``search=evolution`` search
-per budget, their evaluations adding up to one front search's. Both through ``run_search`` (what ``glora-search`` runs). Writes
+per budget, their evaluations adding up to one front search's. Both through
+``run_search`` (what ``glora-search`` runs); a finished search of the same settings is
+read back from ``--work`` (delete it after changing the search code). Writes
 ``benchmarks/results/front-<machine>.md`` and ``front-<machine>.png``.
 
     python benchmarks/front.py                       # seeds 0 1 2, budgets 4096 8192 16384, 20 x 9 vs 3 x (20 x 3)
