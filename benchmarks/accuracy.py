@@ -228,6 +228,13 @@ def _run_order(name: str, budgets: list[int]) -> tuple:
     return next(i for i, prefix in enumerate(families) if name.startswith(prefix)), name
 
 
+def method_dir(task_dir: Path, name: str, found: dict[int, dict]) -> Path:
+    """Where a method's runs are kept: a searched layout's under its hash, so a search that
+    now picks another layout (another re-ranking, say) trains it anew."""
+    budget = next((b for b in found if name == f"glora_search_{b}"), None)
+    return task_dir / name / (Layout.load(found[budget]["layout"]).hash if budget is not None else "")
+
+
 def benchmark_task(cfg, task: str, args: argparse.Namespace, work: Path) -> None:
     """Tune each method's lr on train/val (seed 0), then train+val -> test for every seed;
     the rows land in ``work/<task>/{tuning,final}.csv``."""
@@ -235,9 +242,10 @@ def benchmark_task(cfg, task: str, args: argparse.Namespace, work: Path) -> None
     found = searched_layouts(cfg, task, args.budgets, work, args.supernet_epochs)
     tuning, final = [], []
     for name in chosen(method_list(cfg, space, args.budgets, found, 0, args.peft_glora_ranks), args.methods):
+        runs = method_dir(work / task, name, found)
         if len(args.lrs) > 1:
             tries = [run_method(name, method_list(cfg, space, args.budgets, found, 0, args.peft_glora_ranks)[name], cfg, task, 0, lr,
-                                ("train", "val"), work / task / name / f"tune-lr{lr:g}") for lr in args.lrs]
+                                ("train", "val"), runs / f"tune-lr{lr:g}") for lr in args.lrs]
             tuning += tries
             lr = max(tries, key=lambda r: (r["acc"], -r["lr"]))["lr"]  # best val; a tie goes to the smaller lr
             log.info("%s %s: val acc %s -> lr %g", task, name, [round(r["acc"], 3) for r in tries], lr)
@@ -245,7 +253,7 @@ def benchmark_task(cfg, task: str, args: argparse.Namespace, work: Path) -> None
             lr = args.lrs[0]
         for seed in range(args.seeds):
             build = method_list(cfg, space, args.budgets, found, seed, args.peft_glora_ranks)[name]
-            row = run_method(name, build, cfg, task, seed, lr, ("trainval", "test"), work / task / name / f"seed{seed}")
+            row = run_method(name, build, cfg, task, seed, lr, ("trainval", "test"), runs / f"seed{seed}")
             log.info("%s %s seed %d lr %g: test acc %.4f (%d + %d params, %.0f s)", task, name, seed, lr, row["acc"],
                      row["adapter_params"], row["head_params"], row["seconds"])
             final.append(row)
@@ -296,6 +304,10 @@ def verdict(table: pd.DataFrame, budgets: list[int]) -> pd.DataFrame:
 
 def rerank_rows(work: Path, tasks: list[str], budgets: list[int]) -> pd.DataFrame:
     """Per search: the supernet's first vs the re-ranked winner, by stand-alone val accuracy."""
+
+    def lr(row: dict) -> str:
+        return f" (lr {row['standalone_lr']:g})" if "standalone_lr" in row else ""  # states from before the lr grid have none
+
     rows = []
     for task in tasks:
         for budget in budgets:
@@ -305,8 +317,9 @@ def rerank_rows(work: Path, tasks: list[str], budgets: list[int]) -> pd.DataFram
                 continue
             first, won = metrics["reranked"][0], next(r for r in metrics["reranked"] if r["layout_hash"] == metrics["best_layout_hash"])
             rows.append({"task": task, "budget": budget, "candidates": len(metrics["reranked"]),
-                         "supernet_first": f"{first['layout_hash']} ({first['trainable_params']:,})", "its_val": first["standalone_val_acc"],
-                         "winner": f"{won['layout_hash']} ({won['trainable_params']:,})", "winner_val": won["standalone_val_acc"]})
+                         "supernet_first": f"{first['layout_hash']} ({first['trainable_params']:,})",
+                         "its_val": f"{first['standalone_val_acc']:.4f}{lr(first)}",
+                         "winner": f"{won['layout_hash']} ({won['trainable_params']:,})", "winner_val": f"{won['standalone_val_acc']:.4f}{lr(won)}"})
     return pd.DataFrame(rows)
 
 
@@ -410,7 +423,10 @@ def report(cfg, args: argparse.Namespace, overrides: list[str], work: Path, seco
         markdown_table(wins) if len(wins) else "(no searched layouts)", "",
         *(["Re-ranking (`search.rerank`): the stand-alone accuracy (trained on train 800, scored on the search's ranking images: val 200 "
            f"+ {cfg.data.rank_images} held-out) of the supernet's first layout "
-           "and of the re-ranked winner (the top 4 and the LoRA layouts that fit):", "", markdown_table(reranks), ""] if len(reranks) else []),
+           f"and of the re-ranked winner (the top {cfg.search.rerank} and the LoRA layouts that fit, each trained "
+           f"{cfg.search.rerank_epochs or cfg.trainer.epochs} epochs at "
+           f"{'its best lr of ' + str(list(cfg.search.rerank_lrs)) if cfg.search.rerank_lrs else f'lr {cfg.optim.lr:g}'}):", "",
+           markdown_table(reranks), ""] if len(reranks) else []),
         f"![accuracy vs params](accuracy-{tag}.png)", "",
         *([f"Not in the table (not run on every task and seed): {', '.join(missing)}.", ""] if missing else []),
     ])

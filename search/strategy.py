@@ -45,6 +45,9 @@ class SearchConfig:
     # training on train scored on val (the supernet's inherited accuracy ranks them only roughly).
     rerank: int = 0
     rerank_epochs: Optional[int] = None  # null: the supernet's trainer.epochs
+    # The lrs each re-ranked layout is trained at; it scores at its best. One lr favours the
+    # layouts that learn fastest at it (A / D paths at a low lr), not the best ones.
+    rerank_lrs: list[float] = field(default_factory=list)  # empty: the supernet's optim.lr
 
     name: ClassVar[str] = ""
     #: True for a strategy that searches the accuracy / params front rather than one best
@@ -62,6 +65,8 @@ class SearchConfig:
         require(self.rerank >= 0, "search.rerank", self.rerank, "use 0 (rank by the supernet alone) or the number of top layouts to retrain, e.g. 4")
         require(self.rerank_epochs is None or self.rerank_epochs >= 1, "search.rerank_epochs", self.rerank_epochs,
                 "use null (the supernet's epochs) or at least 1 epoch")
+        require(all(lr > 0 for lr in self.rerank_lrs) and len(set(self.rerank_lrs)) == len(self.rerank_lrs), "search.rerank_lrs",
+                list(self.rerank_lrs), "use distinct lrs > 0, e.g. [1e-3,3e-3,1e-2], or [] for the supernet's optim.lr")
 
     def size(self, generation: int) -> int:
         """How many candidates ``generation`` proposes."""

@@ -215,7 +215,8 @@ def test_two_process_front_search_equals_one_process(smoke_supernet, cache_dir, 
 
 @pytest.mark.slow  # torchrun
 def test_two_process_search_and_retrain_equal_one_process(smoke_supernet, cache_dir, tmp_path):
-    search = ["experiment=smoke", f"paths.cache={cache_dir}", f"supernet={smoke_supernet}", "search.budget=4000"]
+    search = ["experiment=smoke", f"paths.cache={cache_dir}", f"supernet={smoke_supernet}", "search.budget=4000",
+              "search.rerank=1", "search.rerank_epochs=1", "search.rerank_lrs=[1e-3,1e-2]"]  # re-ranking runs split over ranks too
     one = one_process("glora-search", *search, f"hydra.run.dir={tmp_path / 's1'}", cwd=tmp_path)
     assert one.returncode == 0, one.stderr[-3000:]
     two = torchrun(2, "glora-search", *search, f"hydra.run.dir={tmp_path / 's2'}", cwd=tmp_path)
@@ -223,6 +224,8 @@ def test_two_process_search_and_retrain_equal_one_process(smoke_supernet, cache_
     history = lambda run: pd.read_csv(tmp_path / run / "history.csv").drop(columns="seconds")  # noqa: E731
     assert history("s1").equals(history("s2"))
     assert json.loads((tmp_path / "s1" / "layout.json").read_text()) == json.loads((tmp_path / "s2" / "layout.json").read_text())
+    reranked = lambda run: json.loads((tmp_path / run / "metrics.json").read_text())["reranked"]  # noqa: E731
+    assert len(reranked("s1")) >= 2 and reranked("s1") == reranked("s2")
 
     retrain = ["experiment=smoke", f"paths.cache={cache_dir}", f"layout={tmp_path / 's2' / 'layout.json'}", "trainer.epochs=1"]
     one = one_process("glora-retrain", *retrain, f"hydra.run.dir={tmp_path / 'r1'}", cwd=tmp_path)

@@ -65,7 +65,7 @@ def test_search_writes_its_outputs(smoke_supernet, cache_dir, tmp_path):
     assert metrics["evaluations"] == len(history)
 
 
-def test_rerank_trains_the_top_layouts_and_the_lora_ones_alone(cache_dir, tmp_path, monkeypatch):
+def test_rerank_trains_the_top_layouts_and_the_lora_ones_alone_at_each_lr(cache_dir, tmp_path, monkeypatch):
     import glora.stages.search as stage
     from glora.stages.setup import wrapped_backbone
     from glora.stages.train import train_supernet
@@ -75,7 +75,8 @@ def test_rerank_trains_the_top_layouts_and_the_lora_ones_alone(cache_dir, tmp_pa
     smoke_supernet = tmp_path / "supernet"  # ranks (and re-ranks) on val + 100 held-out images
     train_supernet(job_config("train", cache_dir, "data.rank_images=100", "trainer.epochs=1"), smoke_supernet)
     tmp_path = tmp_path / "search"
-    metrics = _search(smoke_supernet, cache_dir, tmp_path, "search.rerank=2", "search.rerank_epochs=1")
+    settings = ("search.rerank=2", "search.rerank_epochs=1", "search.rerank_lrs=[1e-3,3e-2]")
+    metrics = _search(smoke_supernet, cache_dir, tmp_path, *settings)
     table = pd.DataFrame(metrics["reranked"])
     history = pd.read_csv(tmp_path / "history.csv")
     top = history.sort_values(["val_acc", "trainable_params"], ascending=[False, True], kind="stable")["layout_hash"]
@@ -84,26 +85,43 @@ def test_rerank_trains_the_top_layouts_and_the_lora_ones_alone(cache_dir, tmp_pa
     ops = LayoutOps(Layout.sample(sn.model, sn.space, seed=0), Budget(3000))
     lora = {ops.layout(layers).hash for layers in ops.lora_layouts(random.Random(0)) if ops.legal(layers)}
     assert lora and lora <= set(table["layout_hash"])  # the LoRA layouts that fit are always weighed
+    # Each candidate scores at its best lr, and the lrs do differ (else the grid is not used).
+    best_of = table[["val_acc_lr0.001", "val_acc_lr0.03"]].max(axis=1)
+    assert (table["standalone_val_acc"] == best_of).all()
+    assert (table["standalone_lr"] == table[["val_acc_lr0.001", "val_acc_lr0.03"]].idxmax(axis=1).str[len("val_acc_lr"):].astype(float)).all()
+    assert (table["val_acc_lr0.001"] != table["val_acc_lr0.03"]).any()
     winner = table.sort_values(["standalone_val_acc", "trainable_params"], ascending=[False, True], kind="stable").iloc[0]
     layout = Layout.load(tmp_path / "layout.json")
     assert layout.hash == winner["layout_hash"] == metrics["best_layout_hash"]
     assert layout.metrics["standalone_val_acc"] == winner["standalone_val_acc"] == metrics["best_standalone_val_acc"]
-    # The stand-alone score is a real training run: the same training by hand gives the same
-    # accuracy on the ranking images (val + data.rank_images) as counted directly.
+    assert layout.metrics["standalone_lr"] == winner["standalone_lr"] == metrics["best_standalone_lr"]
+    # The stand-alone score is a real training run: the same training by hand, at the lr it
+    # won at, gives the same accuracy on the ranking images (val + data.rank_images).
     cfg = sn.config
     trainer = replace(cfg.trainer, epochs=1)
     model, _, task = wrapped_backbone(replace(cfg, trainer=trainer), sn.space)
     set_layout(model, layout)
-    fit(model, task, cfg.optim, trainer, ("train", "val"))
+    fit(model, task, replace(cfg.optim, lr=winner["standalone_lr"]), trainer, ("train", "val"))
     model.eval()
     with torch.no_grad():
         hits = [(model(x).argmax(-1) == y).sum().item() for x, y in task.ranking_loader()]
     count = len(task.splits["val"]) + len(task.splits["rank"])
     assert sum(hits) / count == pytest.approx(winner["standalone_val_acc"], abs=1e-9)
-    # A resumed search reads the saved scores back instead of training again.
+    # A resumed search reads the saved scores back instead of training again; a longer grid
+    # trains only the new lr.
     monkeypatch.setattr(stage, "fit", lambda *a, **k: pytest.fail("a scored layout was trained again"))
-    again = _search(smoke_supernet, cache_dir, tmp_path, "search.rerank=2", "search.rerank_epochs=1", f"resume={tmp_path}")
+    again = _search(smoke_supernet, cache_dir, tmp_path, *settings, f"resume={tmp_path}")
     assert again["reranked"] == metrics["reranked"]
+    trained = []
+    monkeypatch.setattr(stage, "fit", lambda model, task, optim, *a, **k: trained.append(optim.lr))
+    _search(smoke_supernet, cache_dir, tmp_path, *settings[:2], "search.rerank_lrs=[1e-3,3e-2,1e-2]", f"resume={tmp_path}")
+    assert trained == [1e-2] * len(table)
+
+
+def test_rerank_defaults_to_the_supernets_lr(smoke_supernet, cache_dir, tmp_path):
+    metrics = _search(smoke_supernet, cache_dir, tmp_path, "search.rerank=1", "search.rerank_epochs=1")
+    assert {row["standalone_lr"] for row in metrics["reranked"]} == {load_trained(smoke_supernet).config.optim.lr}
+    assert "val_acc_lr0.001" not in metrics["reranked"][0]
 
 
 @pytest.mark.parametrize("strategy", ["evolution", "random", "optuna", "pareto", "pareto aimed"])

@@ -32,7 +32,7 @@ from .front import FRONT_CSV, write_front
 from .setup import wrapped_backbone
 from .train import TrainedSupernet, load_trained
 
-__all__ = ["RERANK", "STATE", "SearchJobConfig", "rerank_candidates", "run_search"]
+__all__ = ["RERANK", "STATE", "SearchJobConfig", "rerank_candidates", "rerank_key", "run_search"]
 
 log = logging.getLogger(__name__)
 
@@ -111,13 +111,19 @@ def rerank_candidates(s: SearchConfig, records: list[Record], ops: LayoutOps) ->
 def _rerank(run_dir: Path, s: SearchConfig, records: list[Record], ops: LayoutOps, supernet: TrainedSupernet,
             identity: dict) -> tuple[Record, list[dict]]:
     """Train each candidate alone from the backbone on train (the supernet's recipe, for
-    ``s.rerank_epochs``) and score it on the images the search ranks on (val, plus
-    ``data.rank_images``: 200 val images alone have a standard error of ~3 points, more
-    than the gaps between the candidates); the best wins (ties: fewer params). Scores are
-    saved after each round, so a killed search resumes here too; under torchrun the
-    candidates are split over ranks."""
+    ``s.rerank_epochs``, at each lr of ``s.rerank_lrs``) and score it on the images the
+    search ranks on (val, plus ``data.rank_images``: 200 val images alone have a standard
+    error of ~3 points, more than the gaps between the candidates); a candidate scores at
+    its best lr and the best wins (ties: fewer params). At one lr the layouts that learn
+    fastest there win, not the best: at 1e-3 the LoRA layouts reach a fraction of what they
+    reach at 1e-2. Scores are saved after each round, so a killed search resumes here too;
+    under torchrun the (layout, lr) runs are split over ranks."""
     candidates = rerank_candidates(s, records, ops)
-    identity = {**identity, "rerank_scored_on": "ranking images"}  # earlier states scored on val alone
+    base = supernet.config
+    trainer = replace(base.trainer, epochs=s.rerank_epochs or base.trainer.epochs, max_steps=None)
+    lrs = [float(lr) for lr in s.rerank_lrs] or [float(base.optim.lr)]
+    # earlier states scored on val alone, or keyed by layout alone
+    identity = {**identity, "rerank_scored_on": "ranking images", "rerank_epochs": trainer.epochs, "rerank_keys": "layout@lr"}
     path, done = run_dir / RERANK, {}
     if path.is_file():
         try:
@@ -125,30 +131,40 @@ def _rerank(run_dir: Path, s: SearchConfig, records: list[Record], ops: LayoutOp
             done = saved["val_acc"] if saved["identity"] == identity else {}
         except (ValueError, KeyError, TypeError) as err:
             raise CheckpointError(f"{path} is corrupt ({err}); delete it to re-run the re-ranking") from None
-    base = supernet.config
-    trainer = replace(base.trainer, epochs=s.rerank_epochs or base.trainer.epochs, max_steps=None)
 
-    def standalone(layout: Layout) -> float:
+    def standalone(run: tuple[Layout, float]) -> float:
+        layout, lr = run
         model, _, task = wrapped_backbone(replace(base, trainer=trainer), supernet.space)
         set_layout(model, layout)
-        fit(model, task, base.optim, trainer, ("train", "val"), local=True)
+        fit(model, task, replace(base.optim, lr=lr), trainer, ("train", "val"), local=True)
         return Evaluator(model, task.ranking_loader(), pick_device(trainer.device))(layout)
 
     score = _split_over_ranks(timed(standalone))
-    todo = [r for r in candidates if r.hash not in done]
+    todo = [(r, lr) for r in candidates for lr in lrs if rerank_key(r.hash, lr) not in done]
     world = distributed.world_size()
     for start in tqdm(range(0, len(todo), world), desc="re-rank", disable=not distributed.is_main() or not todo):
         chunk = todo[start:start + world]
-        for record, (acc, _) in zip(chunk, score([ops.layout(r.layers) for r in chunk])):
-            done[record.hash] = acc
+        for (record, lr), (acc, _) in zip(chunk, score([(ops.layout(r.layers), lr) for r, lr in chunk])):
+            done[rerank_key(record.hash, lr)] = acc
         if distributed.is_main():
             write_json_atomic(path, {"identity": identity, "val_acc": done})
-    table = [{"layout_hash": r.hash, "trainable_params": r.params, "supernet_val_acc": r.val_acc, "standalone_val_acc": done[r.hash]}
-             for r in candidates]
-    winner = max(candidates, key=lambda r: (done[r.hash], -r.params))
-    log.info("re-ranked %d layouts by stand-alone training: %s wins (val %.4f; the supernet's first: %s, %.4f)",
-             len(candidates), winner.hash, done[winner.hash], candidates[0].hash, done[candidates[0].hash])
+    table = []
+    for r in candidates:
+        by_lr = {lr: done[rerank_key(r.hash, lr)] for lr in lrs}
+        lr = max(lrs, key=lambda x: (by_lr[x], -x))  # a tie goes to the smaller lr
+        table.append({"layout_hash": r.hash, "trainable_params": r.params, "supernet_val_acc": r.val_acc,
+                      "standalone_val_acc": by_lr[lr], "standalone_lr": lr,
+                      **({f"val_acc_lr{x:g}": by_lr[x] for x in lrs} if len(lrs) > 1 else {})})
+    scores = {row["layout_hash"]: row["standalone_val_acc"] for row in table}
+    winner = max(candidates, key=lambda r: (scores[r.hash], -r.params))
+    log.info("re-ranked %d layouts by stand-alone training at lr %s: %s wins (val %.4f; the supernet's first: %s, %.4f)",
+             len(candidates), lrs, winner.hash, scores[winner.hash], candidates[0].hash, scores[candidates[0].hash])
     return winner, table
+
+
+def rerank_key(layout_hash: str, lr: float) -> str:
+    """One re-ranking run's key in ``rerank_state.json``."""
+    return f"{layout_hash}@{lr:g}"
 
 
 def _seed_layers(path: str, supernet: TrainedSupernet) -> dict:
@@ -199,9 +215,10 @@ def _write_outputs(run_dir: Path, cfg: SearchJobConfig, records: list[Record], b
                    supernet: TrainedSupernet, seconds: float) -> dict:
     name = strategy_name(cfg.search)
     history = _history(records, name)
-    standalone = {row["layout_hash"]: row["standalone_val_acc"] for row in reranked}
-    layout = ops.layout(best.layers, metrics={"val_acc": best.val_acc,
-                                              **({"standalone_val_acc": standalone[best.hash]} if reranked else {})})
+    standalone = {row["layout_hash"]: row for row in reranked}
+    won = ({"standalone_val_acc": standalone[best.hash]["standalone_val_acc"], "standalone_lr": standalone[best.hash]["standalone_lr"]}
+           if reranked else {})
+    layout = ops.layout(best.layers, metrics={"val_acc": best.val_acc, **won})
     layout.save(run_dir / "layout.json")
     plot_search_curve(history, run_dir / "search_curve.png")
     plot_pareto(history, run_dir / "pareto.png", int(cfg.search.budget))
@@ -213,7 +230,7 @@ def _write_outputs(run_dir: Path, cfg: SearchJobConfig, records: list[Record], b
         "best_val_acc": best.val_acc, "best_trainable_params": best.params, "best_layout_hash": best.hash,
         "evaluations": len(records), "generations": cfg.search.generations, "seconds": round(seconds, 2),
         "supernet": str(Path(cfg.supernet).resolve()), "task": supernet.task.name, **on_front,
-        **({"best_standalone_val_acc": standalone[best.hash], "reranked": reranked} if reranked else {}),
+        **({f"best_{k}": v for k, v in won.items()}), **({"reranked": reranked} if reranked else {}),
     }
     write_json_atomic(run_dir / "metrics.json", metrics)
     front = pareto_front(history)[["trainable_params", "val_acc", "layout_hash"]]
@@ -226,7 +243,8 @@ def _write_outputs(run_dir: Path, cfg: SearchJobConfig, records: list[Record], b
         f"Best: `{best.hash}` with val accuracy {best.val_acc:.4f} at {best.params:,} params (`layout.json`).",
         *([f"Front: {on_front['front_size']} points in `{FRONT_CSV}` (each layout in `front/<params>.json`), hypervolume "
            f"{on_front['hypervolume']:.4f} (params scaled by the budget, accuracy above 0)."] if on_front else []),
-        *(["", f"## Re-ranked by stand-alone training ({cfg.search.rerank_epochs or supernet.config.trainer.epochs} epochs on train, val accuracy)", "",
+        *(["", f"## Re-ranked by stand-alone training ({cfg.search.rerank_epochs or supernet.config.trainer.epochs} epochs on train, "
+             "accuracy on the ranking images at the best lr)", "",
             markdown_table(pd.DataFrame(reranked))] if reranked else []),
         "", "## Top layouts", "", markdown_table(top), "", "## Pareto front", "", markdown_table(front), "",
         "![best so far](search_curve.png)", "![accuracy vs params](pareto.png)", *(["![front](front.png)"] if on_front else []),
