@@ -253,7 +253,7 @@ def benchmark_task(cfg, task: str, args: argparse.Namespace, work: Path) -> None
             lr = args.lrs[0]
         for seed in range(args.seeds):
             build = method_list(cfg, space, args.budgets, found, seed, args.peft_glora_ranks)[name]
-            row = run_method(name, build, cfg, task, seed, lr, ("trainval", "test"), runs / f"seed{seed}")
+            row = run_method(name, build, cfg, task, seed, lr, ("trainval", "test"), runs / f"lr{lr:g}" / f"seed{seed}")
             log.info("%s %s seed %d lr %g: test acc %.4f (%d + %d params, %.0f s)", task, name, seed, lr, row["acc"],
                      row["adapter_params"], row["head_params"], row["seconds"])
             final.append(row)
@@ -282,9 +282,12 @@ def summarise(runs: pd.DataFrame) -> pd.DataFrame:
     return table.loc[list(dict.fromkeys(runs["method"]))]
 
 
-def verdict(table: pd.DataFrame, budgets: list[int]) -> pd.DataFrame:
+def verdict(table: pd.DataFrame, budgets: list[int], runs: pd.DataFrame | None = None) -> pd.DataFrame:
     """Per budget: the searched layout against the best baseline of each family that fits
-    the same budget (LoRA at either alpha, PEFT's uniform GLoRA, the random layout)."""
+    the same budget (LoRA at either alpha, PEFT's uniform GLoRA, the random layout); with
+    ``runs``, also the std over seeds of the paired difference (seed s against seed s, both
+    averaged over tasks), which says whether a gap is more than seed noise."""
+    seed_means = runs.groupby(["method", "seed"])["acc"].mean() if runs is not None else None
     rows = []
     for budget in budgets:
         name = f"glora_search_{budget}"
@@ -298,8 +301,18 @@ def verdict(table: pd.DataFrame, budgets: list[int]) -> pd.DataFrame:
                 best = rivals["overall_mean"].idxmax()
                 rows.append({"budget": budget, "searched_params": int(ours["adapter_params"]), "searched": ours["overall_mean"],
                              "rival_family": family, "best_rival": best, "rival_params": int(rivals.loc[best, "adapter_params"]),
-                             "rival": rivals.loc[best, "overall_mean"], "difference": round(ours["overall_mean"] - rivals.loc[best, "overall_mean"], 4)})
+                             "rival": rivals.loc[best, "overall_mean"], "difference": round(ours["overall_mean"] - rivals.loc[best, "overall_mean"], 4),
+                             **({"paired_std": round((seed_means[name] - seed_means[best]).std(), 4)} if seed_means is not None else {})})
     return pd.DataFrame(rows)
+
+
+def _grid_edges(runs: pd.DataFrame, lrs: list[float]) -> str:
+    """How many (method, task) lr choices sit at the grid's edges: a grid that binds."""
+    picked = runs.groupby(["method", "task"])["lr"].first()
+    if len(lrs) < 2:
+        return ""
+    return (f"Of the {len(picked)} lr choices, {(picked == max(lrs)).sum()} took the grid's largest ({max(lrs):g}) and "
+            f"{(picked == min(lrs)).sum()} its smallest ({min(lrs):g}).")
 
 
 def rerank_rows(work: Path, tasks: list[str], budgets: list[int]) -> pd.DataFrame:
@@ -391,7 +404,7 @@ def report(cfg, args: argparse.Namespace, overrides: list[str], work: Path, seco
     runs = runs[~runs["method"].isin(missing)]
     tuning = [work / t / "tuning.csv" for t in args.tasks if (work / t / "tuning.csv").is_file()]
     table = summarise(runs)
-    wins = verdict(table, args.budgets)
+    wins = verdict(table, args.budgets, runs)
     reranks = rerank_rows(work, args.tasks, args.budgets)
     space = cfg.space.build()
     tag = args.name or (machine_tag() + ("-quick" if args.quick else ""))
@@ -415,11 +428,12 @@ def report(cfg, args: argparse.Namespace, overrides: list[str], work: Path, seco
          f"accuracy for seeds 0..{args.seeds - 1}. GLoRA's per-support-tensor lr multipliers: {vars(cfg.optim.lr_mult)}, up-factor "
          f"init {cfg.glora.up_init}, vector B on the inputs' {cfg.glora.vector_b}. Searched layouts: a {args.supernet_epochs or cfg.trainer.epochs}-epoch supernet on train (space ranks {list(space.ranks)}), "
          f"{strategy_name(cfg.search)} {cfg.search.population} x {cfg.search.generations} ranked on val{f' + {cfg.data.rank_images} held-out ranking images' if cfg.data.rank_images else ''}, seed 0, retrained per seed. "
-         f"Training time in these rows: {wall:.0f} s."), "",
+         f"Training time in these rows: {wall:.0f} s. {_grid_edges(runs, args.lrs)}"), "",
         ("Test accuracy, mean ± std over seeds (the lr each method chose on val); `overall`: mean over tasks (± std over seeds "
          "of that mean). `adapter_params`: trainable params outside the head."), "",
         markdown_table(table.drop(columns="overall_mean").reset_index()), "",
-        "Searched layout against the best of each family that fits its budget (overall means):", "",
+        ("Searched layout against the best of each family that fits its budget (overall means; the best rival row is picked on "
+         "test, which favours the rivals; `paired_std`: std over seeds of the seed-paired difference):"), "",
         markdown_table(wins) if len(wins) else "(no searched layouts)", "",
         *(["Re-ranking (`search.rerank`): the stand-alone accuracy (trained on train 800, scored on the search's ranking images: val 200 "
            f"+ {cfg.data.rank_images} held-out) of the supernet's first layout "

@@ -89,17 +89,20 @@ def wrap(
     return model
 
 
-def param_groups(model: nn.Module, lr: float, lr_mult: Mapping[str, float]) -> list[dict]:
+def param_groups(model: nn.Module, lr: float, lr_mult: Mapping[str, float], fixed_lr: Mapping[str, float | None] | None = None) -> list[dict]:
     """The trainable parameters as optimizer groups: each support tensor's (A–E) at
-    ``lr × lr_mult[tensor]``, everything else (the head, plain models) at ``lr``."""
+    ``fixed_lr[tensor]`` where that is set (an lr of its own, whatever ``lr``), else at
+    ``lr × lr_mult[tensor]``; everything else (the head, plain models) at ``lr``."""
+    fixed = {k: v for k, v in (fixed_lr or {}).items() if v is not None}
+    rate = {key: fixed.get(key, lr * lr_mult.get(key, 1.0)) for key in {*lr_mult, *fixed}}
     groups: dict[str, list[nn.Parameter]] = {}
     owner = {id(p): SUPPORT_TENSOR[n.rsplit(".", 1)[-1]] for layer in glora_layers(model).values()
              for n, p in layer.named_parameters() if n.rsplit(".", 1)[-1] in SUPPORT_TENSOR}
     for param in model.parameters():
         if param.requires_grad:
             key = owner.get(id(param), "")
-            groups.setdefault(key if lr_mult.get(key, 1.0) != 1.0 else "", []).append(param)
-    return [{"params": params, "lr": lr * lr_mult.get(key, 1.0), "name": key or "rest"} for key, params in groups.items()]
+            groups.setdefault(key if key in fixed or lr_mult.get(key, 1.0) != 1.0 else "", []).append(param)
+    return [{"params": params, "lr": rate.get(key, lr), "name": key or "rest"} for key, params in groups.items()]
 
 
 def reseed(model: nn.Module, seed: int) -> None:

@@ -133,7 +133,7 @@ BAD = [
     ("train", "optim.lr=-1", "optim.lr"), ("train", "optim.lr=0", "optim.lr"), ("train", "optim.min_lr_ratio=2", "optim.min_lr_ratio"),
     ("train", "trainer.label_smoothing=1.5", "trainer.label_smoothing"), ("train", "data.num_workers=-1", "data.num_workers"),
     ("train", "trainer.max_steps=0", "trainer.max_steps"), ("train", "data.num_classes=1", "data.num_classes"),
-    ("train", "pretrain.steps=0", "pretrain.steps"), ("train", "optim.lr_mult.A=0", "optim.lr_mult.A"),
+    ("train", "pretrain.steps=0", "pretrain.steps"), ("train", "optim.lr_mult.A=0", "optim.lr_mult.A"), ("train", "optim.fixed_lr.D=-1", "optim.fixed_lr.D"),
     ("train", "glora.up_init=normal", "glora.up_init"),
     ("search", "search.population=0", "search.population"), ("search", "search.generations=0", "search.generations"),
     ("search", "search.top_k=60", "search.top_k"), ("search", "search.mutation_prob=5", "search.mutation_prob"),

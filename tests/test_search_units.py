@@ -94,6 +94,36 @@ def test_lr_multipliers_scale_each_support_tensor_and_nothing_else():
     assert sum(len(g["params"]) for g in groups.values()) == sum(p.requires_grad for p in model.parameters())
     (only,) = param_groups(model, 1e-3, {})
     assert [id(p) for p in only["params"]] == [id(p) for p in model.parameters() if p.requires_grad]  # the old single group
+    # A fixed lr ignores lr and the multiplier; the others still follow lr.
+    for lr in (1e-3, 1e-2):
+        groups = {g["name"]: g for g in param_groups(model, lr, {"A": 30, "D": 30}, {"A": 0.05, "B": None, "E": 2e-3})}
+        assert groups["A"]["lr"] == 0.05 and groups["E"]["lr"] == 2e-3
+        assert groups["D"]["lr"] == pytest.approx(30 * lr) and groups["rest"]["lr"] == lr and "B" not in groups
+        assert id(layer.Ad) in {id(p) for p in groups["A"]["params"]} and id(layer.E) in {id(p) for p in groups["E"]["params"]}
+        assert sum(len(g["params"]) for g in groups.values()) == sum(p.requires_grad for p in model.parameters())
+
+
+def test_fixed_lrs_reach_the_optimizer(cache_dir, monkeypatch):
+    """The config path: optim.fixed_lr.A is the A group's lr in the optimizer fit builds,
+    and the schedule scales it like every other group."""
+    import torch
+
+    from glora.stages.setup import wrapped_backbone
+    from glora.training import fit
+    from conftest import job_config
+
+    cfg = job_config("train", cache_dir, "optim.fixed_lr.A=0.05", "optim.lr=1e-3", "trainer.max_steps=1", "optim.warmup_epochs=0")
+    model, _, task = wrapped_backbone(cfg, cfg.space.build())
+    seen = {}
+    real_step = torch.optim.AdamW.step
+
+    def step(self, *a, **k):
+        seen.update({g["name"]: g["lr"] for g in self.param_groups})
+        return real_step(self, *a, **k)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", step)
+    fit(model, task, cfg.optim, cfg.trainer, ("train", "val"))
+    assert seen["A"] == pytest.approx(0.05) and seen["D"] == pytest.approx(30e-3) and seen["rest"] == pytest.approx(1e-3)
 
 
 @pytest.mark.parametrize("init, bound", [("kaiming", lambda r, c: (1 / c) ** 0.5), ("xavier", lambda r, c: (6 / (r + c)) ** 0.5)])

@@ -23,7 +23,7 @@ from glora.supernet import is_wrapped, param_groups, reseed
 
 from .inference import evaluate
 
-__all__ = ["Callback", "LoopState", "LrMultipliers", "OptimConfig", "TrainerConfig", "fit", "step_seed", "warmup_cosine", "EVAL_SEED"]
+__all__ = ["Callback", "FixedLrs", "LoopState", "LrMultipliers", "OptimConfig", "TrainerConfig", "fit", "step_seed", "warmup_cosine", "EVAL_SEED"]
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,25 @@ class LrMultipliers:
 
 
 @dataclass
+class FixedLrs:
+    """Per support tensor, an lr of its own that neither ``optim.lr`` nor ``optim.lr_mult``
+    moves (null: ``lr × lr_mult``). With A and D fixed at the step the multipliers give at
+    the recipe's lr, an lr grid tunes the additive paths without driving W0⊙A and b0⊙D to
+    30× a large lr."""
+
+    A: Optional[float] = None
+    B: Optional[float] = None
+    C: Optional[float] = None
+    D: Optional[float] = None
+    E: Optional[float] = None
+
+    def __post_init__(self) -> None:
+        for tensor, value in asdict(self).items():
+            require(value is None or (math.isfinite(value) and value > 0), f"optim.fixed_lr.{tensor}", value,
+                    "use null (optim.lr x optim.lr_mult) or a positive lr, e.g. 0.03")
+
+
+@dataclass
 class OptimConfig:
     """AdamW with linear warm-up then cosine decay."""
 
@@ -56,6 +75,7 @@ class OptimConfig:
     warmup_epochs: float = 2.0
     min_lr_ratio: float = 0.0
     lr_mult: LrMultipliers = field(default_factory=LrMultipliers)  # e.g. optim.lr_mult.A=30
+    fixed_lr: FixedLrs = field(default_factory=FixedLrs)  # e.g. optim.fixed_lr.A=0.03 (then lr_mult.A is unused)
 
     def __post_init__(self) -> None:
         require(math.isfinite(self.lr) and self.lr > 0, "optim.lr", self.lr, "use a positive learning rate, e.g. optim.lr=1e-3")
@@ -140,7 +160,7 @@ def fit(
     rank, world = (distributed.rank(), distributed.world_size()) if sync else (0, 1)
     steps_per_epoch = len(task.loader(train_split, train=True, rank=rank, world=world))
     total_steps = trainer.epochs * steps_per_epoch if trainer.max_steps is None else min(trainer.max_steps, trainer.epochs * steps_per_epoch)
-    optimizer = torch.optim.AdamW(param_groups(model, optim.lr, asdict(optim.lr_mult)), lr=optim.lr, weight_decay=optim.weight_decay)
+    optimizer = torch.optim.AdamW(param_groups(model, optim.lr, asdict(optim.lr_mult), asdict(optim.fixed_lr)), lr=optim.lr, weight_decay=optim.weight_decay)
     schedule = warmup_cosine(optimizer, round(optim.warmup_epochs * steps_per_epoch), total_steps, optim.min_lr_ratio)
     state = LoopState(model, optimizer, schedule, trainer.epochs)
     for callback in callbacks:
