@@ -59,6 +59,11 @@ STANDALONE_LAYOUTS = {"B=LoRA_1": {"B": "LoRA_1"}, "A LoRA_1, B LoRA_1, D vector
                       "A vector, B LoRA_1, E vector": {"A": "vector", "B": "LoRA_1", "E": "vector"}}
 
 
+def _slug(name: str) -> str:
+    """A layout or variant name as a file name."""
+    return name.replace(" ", "_").replace(",", "")
+
+
 def standalone(args: argparse.Namespace) -> None:
     from dataclasses import replace
 
@@ -79,7 +84,7 @@ def standalone(args: argparse.Namespace) -> None:
         if layout_name in files:
             path = Path(files[layout_name])
         else:
-            path = Path(args.work) / "layouts" / f"{layout_name.replace(' ', '_').replace(',', '')}.json"
+            path = Path(args.work) / "layouts" / f"{_slug(layout_name)}.json"
             Layout.uniform(model, space, **STANDALONE_LAYOUTS[layout_name]).save(path)
         for variant in args.steps:
             mult = STEP_VARIANTS[variant]
@@ -87,7 +92,7 @@ def standalone(args: argparse.Namespace) -> None:
             for lr in args.lrs:
                 build = glora_layout(lambda _m, p=path: Layout.load(p), cfg.trainer.seed, cfg.glora)
                 row = run_method(layout_name, build, run_cfg, cfg.data.task, cfg.trainer.seed, lr, ("train", "val"),
-                                 Path(args.work) / f"{layout_name.replace(' ', '_').replace(',', '')}-{variant.replace(' ', '_')}-lr{lr:g}")
+                                 Path(args.work) / f"{_slug(layout_name)}-{_slug(variant)}-lr{lr:g}")
                 rows.append({"layout": layout_name, "params": row["adapter_params"], "multipliers": variant, "lr": lr,
                              "val_acc": row["acc"], "train_acc": round(row["train_acc"], 4)})
                 print(rows[-1], flush=True)

@@ -215,9 +215,8 @@ def _write_outputs(run_dir: Path, cfg: SearchJobConfig, records: list[Record], b
                    supernet: TrainedSupernet, seconds: float) -> dict:
     name = strategy_name(cfg.search)
     history = _history(records, name)
-    standalone = {row["layout_hash"]: row for row in reranked}
-    won = ({"standalone_val_acc": standalone[best.hash]["standalone_val_acc"], "standalone_lr": standalone[best.hash]["standalone_lr"]}
-           if reranked else {})
+    row = next((r for r in reranked if r["layout_hash"] == best.hash), {})  # the winner's re-ranking row
+    won = {key: row[key] for key in ("standalone_val_acc", "standalone_lr") if key in row}
     layout = ops.layout(best.layers, metrics={"val_acc": best.val_acc, **won})
     layout.save(run_dir / "layout.json")
     plot_search_curve(history, run_dir / "search_curve.png")
