@@ -6,6 +6,7 @@ import sys
 import pytest
 import timm
 import torch
+from safetensors.torch import load_file
 
 from conftest import job_config, make_vit, run_cli
 from glora.stages.search import run_search
@@ -70,6 +71,32 @@ with torch.no_grad():
         assert (model(x) - torch.load(tmp_path / "y.pt")).abs().max().item() <= 1e-5
 
 
+def test_retrain_trains_at_the_lr_the_reranking_chose_from_a_grid(layout_file, cache_dir, tmp_path):
+    """A layout whose re-ranking chose its lr among several trains at that lr (the same
+    weights as asking for it by hand); one chosen from a single lr, or with
+    retrain.lr_from_search=false, trains at optim.lr."""
+    base = job_config("retrain", cache_dir).optim.lr
+    tuned = base * 7
+    data = Layout.load(layout_file).to_dict()
+
+    def layout_with(name: str, lrs: list[float]) -> str:
+        data["metrics"] = {**data["metrics"], "standalone_lr": tuned, "standalone_lrs": lrs}
+        (tmp_path / name).write_text(json.dumps(data))
+        return str(tmp_path / name)
+
+    grid = layout_with("grid.json", [base, tuned])
+    chosen = retrain(job_config("retrain", cache_dir, f"layout={grid}"), tmp_path / "chosen")
+    by_hand = retrain(job_config("retrain", cache_dir, f"layout={grid}", "retrain.lr_from_search=false", f"optim.lr={tuned}"),
+                      tmp_path / "by_hand")
+    assert chosen["lr"] == by_hand["lr"] == tuned
+    weights = {run: load_file(tmp_path / run / "model.safetensors") for run in ("chosen", "by_hand")}
+    assert all(torch.equal(weights["chosen"][k], weights["by_hand"][k]) for k in weights["by_hand"])
+    off = retrain(job_config("retrain", cache_dir, f"layout={grid}", "retrain.lr_from_search=false"), tmp_path / "off")
+    single = retrain(job_config("retrain", cache_dir, f"layout={layout_with('one.json', [tuned])}"), tmp_path / "single")
+    assert off["lr"] == single["lr"] == base
+    assert not torch.equal(load_file(tmp_path / "off" / "model.safetensors")["head.weight"], weights["chosen"]["head.weight"])
+
+
 def test_bad_input(layout_file, cache_dir, tmp_path):
     other = Layout.sample(make_vit(depth=3), Space.preset("large"), seed=0)
     other.save(tmp_path / "other.json")
@@ -88,5 +115,13 @@ def test_bad_input(layout_file, cache_dir, tmp_path):
         retrain(job_config("retrain", cache_dir, f"layout={layout_file}"), blocker / "run")
     proc = run_cli("glora-retrain", f"layout={layout_file}", f"hydra.run.dir={blocker / 'run'}", cwd=tmp_path)
     assert proc.returncode == 1 and "is not writable" in proc.stderr and "Traceback" not in proc.stderr
+    bad = Layout.load(layout_file).to_dict()
+    for field, metrics in (("standalone_lr", {"standalone_lr": "fast", "standalone_lrs": [1e-3, 1e-2]}),
+                           ("standalone_lrs", {"standalone_lr": 1e-2, "standalone_lrs": 0.01})):
+        bad["metrics"] = metrics
+        (tmp_path / "bad.json").write_text(json.dumps(bad))
+        with pytest.raises(JobError, match=rf"metrics.{field}=.* fix it"):
+            retrain(job_config("retrain", cache_dir, f"layout={tmp_path / 'bad.json'}"), tmp_path / f"e-{field}")
+        assert not (tmp_path / f"e-{field}" / "retrain.safetensors").exists()  # refused before any training
     with pytest.raises(JobError, match="layout is not set"):
         retrain(job_config("retrain", cache_dir), tmp_path / "d")

@@ -112,7 +112,7 @@ def run_pipeline(cfg: PipelineJobConfig, run_dir: Path) -> pd.DataFrame:
             rows.append({
                 "task": task, "budget": int(budget), "trainable_params": done["trainable_params"],
                 "search_val_acc": search_val_acc, f"{split}_acc_retrained": done[f"{split}_acc_unmerged"],
-                f"{split}_acc_merged": done[f"{split}_acc"], "merged_max_logit_diff": done["merged_max_logit_diff"],
+                f"{split}_acc_merged": done[f"{split}_acc"], "merged_max_logit_diff": done["merged_max_logit_diff"], "lr": done["lr"],
                 "layout_hash": done["layout_hash"], "layout": str(layout.relative_to(run_dir)),
             })
     table = pd.DataFrame(rows)

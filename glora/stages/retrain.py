@@ -8,7 +8,7 @@ logit difference measured at export)."""
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Optional
 
@@ -21,7 +21,7 @@ from glora.run.errors import JobError, require
 from glora.run.io import ensure_writable, write_json_atomic
 from glora.spaces import Layout
 from glora.supernet import merge, parameterisation, save_adapter, set_layout
-from glora.training import Checkpoint, RunFiles, fit, predict
+from glora.training import Checkpoint, OptimConfig, RunFiles, fit, predict
 
 from .config import TrainingJobConfig
 from .setup import wrapped_backbone
@@ -37,6 +37,7 @@ PROTOCOLS = {"vtab": ("trainval", "test"), "val": ("train", "val")}  # train spl
 class RetrainConfig:
     protocol: str = "vtab"  # vtab: train on train+val, report test | val: train on train, report val
     budget: Optional[float] = None  # refuse a layout with more trainable params
+    lr_from_search: bool = True  # train at the lr the search's re-ranking chose from its grid (search.rerank_lrs), not optim.lr
 
     def __post_init__(self) -> None:
         require(self.protocol in PROTOCOLS, "retrain.protocol", self.protocol, f"use one of {sorted(PROTOCOLS)}")
@@ -50,6 +51,25 @@ class RetrainJobConfig(TrainingJobConfig):
     retrain: RetrainConfig = field(default_factory=RetrainConfig)
 
 
+def retrain_optim(cfg: RetrainJobConfig, layout: Layout) -> OptimConfig:
+    """``cfg.optim``, at the lr the search's re-ranking chose for this layout when it chose
+    one from a grid of lrs (its layout.json's ``standalone_lr`` among ``standalone_lrs``):
+    that choice was made on val, so it is the tuned lr a user who asked for a grid expects
+    the retraining to use. A re-ranking at one lr chose nothing, and optim.lr stands."""
+    tried = layout.metrics.get("standalone_lrs") or []
+    if not isinstance(tried, list):
+        raise JobError(f"layout {cfg.layout}: metrics.standalone_lrs={tried!r} is not a list of lrs; fix it, or drop it to train at optim.lr")
+    if not cfg.retrain.lr_from_search or len(tried) < 2:
+        return cfg.optim
+    lr = layout.metrics.get("standalone_lr")
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:
+        raise JobError(f"layout {cfg.layout}: metrics.standalone_lr={lr!r} is not a positive lr; "
+                       "fix it, or set retrain.lr_from_search=false to train at optim.lr")
+    log.info("training at lr %g, the search's re-ranking choice among %s (retrain.lr_from_search=false trains at optim.lr=%g)",
+             lr, tried, cfg.optim.lr)
+    return replace(cfg.optim, lr=lr)
+
+
 def retrain(cfg: RetrainJobConfig, run_dir: Path) -> dict:
     """Retrain ``cfg.layout`` from the pretrained backbone, merge, check and export."""
     if not cfg.layout:
@@ -61,6 +81,7 @@ def retrain(cfg: RetrainJobConfig, run_dir: Path) -> dict:
             f"layout {cfg.layout} has {layout.trainable_params} trainable params, above retrain.budget={int(cfg.retrain.budget)}; "
             "search again under that budget or raise it"
         )
+    optim = retrain_optim(cfg, layout)  # a bad lr in the layout fails here, before any training
     model, spec, task = wrapped_backbone(cfg, layout.space)
     layout = set_layout(model, layout)  # one LayoutError for a layout of another model or space
     identity = {"parameterisation": parameterisation(cfg.glora.vector_b), "model": spec.name, "kwargs": spec.kwargs, "num_classes": task.num_classes, "layout_hash": layout.hash}
@@ -68,7 +89,7 @@ def retrain(cfg: RetrainJobConfig, run_dir: Path) -> dict:
     summary = {"identity": identity, "backbone": spec.to_dict(), "config": asdict(cfg)}
     callbacks = (Checkpoint(run_dir, identity, "retrain.safetensors"),
                  RunFiles(run_dir, f"retraining {layout.hash} on {task.name}", summary, cfg.trainer.seed))
-    fit(model, task, cfg.optim, cfg.trainer, (train_split, report_split), callbacks)
+    fit(model, task, optim, cfg.trainer, (train_split, report_split), callbacks)
 
     # ---- merge, check, export ------------------------------------------------------------
     device = pick_device(cfg.trainer.device)
@@ -91,7 +112,7 @@ def retrain(cfg: RetrainJobConfig, run_dir: Path) -> dict:
         f"{report_split}_acc_unmerged": (unmerged.argmax(-1) == labels).float().mean().item(),
         "merged_predictions_equal": same, "merged_max_logit_diff": max_diff,
         "trainable_params": layout.trainable_params, "head_params": head_params, "layout_hash": layout.hash,
-        "adapter_bytes": adapter_bytes,
+        "adapter_bytes": adapter_bytes, "lr": optim.lr,
     }
     if not distributed.is_main():  # every rank holds the same model; rank 0 exports it
         return metrics

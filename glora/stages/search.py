@@ -217,6 +217,8 @@ def _write_outputs(run_dir: Path, cfg: SearchJobConfig, records: list[Record], b
     history = _history(records, name)
     row = next((r for r in reranked if r["layout_hash"] == best.hash), {})  # the winner's re-ranking row
     won = {key: row[key] for key in ("standalone_val_acc", "standalone_lr") if key in row}
+    if won:  # the lrs it chose among: a retrain takes the choice only from a grid (retrain.lr_from_search)
+        won["standalone_lrs"] = [float(lr) for lr in cfg.search.rerank_lrs] or [float(supernet.config.optim.lr)]
     layout = ops.layout(best.layers, metrics={"val_acc": best.val_acc, **won})
     layout.save(run_dir / "layout.json")
     plot_search_curve(history, run_dir / "search_curve.png")
