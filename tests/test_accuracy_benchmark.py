@@ -1,0 +1,60 @@
+"""benchmarks/accuracy.py's tables: the verdict every closing note quotes is checked
+against a direct computation on a small runs table with known numbers."""
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))  # its sibling module machine.py
+_spec = importlib.util.spec_from_file_location("accuracy_benchmark", BENCHMARKS / "accuracy.py")
+accuracy = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(accuracy)
+
+PARAMS = {"glora_search_100": 90, "lora_r1": 100, "lora_r1_alpha_r": 100, "lora_r2": 200, "glora_random_100": 95, "probe": 0}
+
+
+@pytest.fixture
+def runs() -> pd.DataFrame:
+    """3 seeds x 2 tasks per method, accuracies drawn so that every method differs; lora_r2
+    is the best LoRA but above the budget, so it must not be the rival."""
+    rng = np.random.default_rng(0)
+    level = {"glora_search_100": 0.80, "lora_r1": 0.78, "lora_r1_alpha_r": 0.79, "lora_r2": 0.90, "glora_random_100": 0.70, "probe": 0.50}
+    rows = [{"method": m, "task": t, "seed": s, "acc": level[m] + rng.normal(0, 0.02), "lr": lr,
+             "adapter_params": PARAMS[m], "head_params": 10}
+            for m in level for t, lr in (("a", 1e-3), ("b", 1e-2)) for s in range(3)]
+    return pd.DataFrame(rows)
+
+
+def test_overall_is_the_mean_over_tasks_and_its_std_is_over_seeds(runs):
+    table = accuracy.summarise(runs)
+    for method, rows in runs.groupby("method"):
+        by_seed = [rows[rows.seed == s].acc.mean() for s in range(3)]
+        assert table.loc[method, "overall_mean"] == pytest.approx(np.mean(by_seed), abs=5e-5)
+        assert table.loc[method, "overall"] == f"{np.mean(by_seed):.3f} ± {np.std(by_seed, ddof=1):.3f}"
+        a = rows[rows.task == "a"].acc
+        assert table.loc[method, "a"] == f"{a.mean():.3f} ± {a.std():.3f} (lr 0.001)"
+        assert table.loc[method, "adapter_params"] == PARAMS[method]
+
+
+def test_verdict_takes_the_best_rival_that_fits_and_pairs_seeds(runs):
+    table = accuracy.summarise(runs)
+    out = accuracy.verdict(table, [100], runs).set_index("rival_family")
+    lora = out.loc["PEFT LoRA"]
+    fits = {m: table.loc[m, "overall_mean"] for m in ("lora_r1", "lora_r1_alpha_r")}  # lora_r2 (200 params) does not fit
+    assert lora["best_rival"] == max(fits, key=fits.get) and lora["rival_params"] == 100
+    ours = table.loc["glora_search_100", "overall_mean"]
+    assert lora["difference"] == pytest.approx(ours - fits[lora["best_rival"]], abs=1e-4)
+    seed_mean = lambda m: np.array([runs[(runs.method == m) & (runs.seed == s)].acc.mean() for s in range(3)])  # noqa: E731
+    assert lora["paired_std"] == pytest.approx(np.std(seed_mean("glora_search_100") - seed_mean(lora["best_rival"]), ddof=1), abs=1e-4)
+    assert out.loc["random layout", "best_rival"] == "glora_random_100"
+    assert "PEFT GLoRA uniform" not in out.index  # no such rows: no such comparison, rather than a made-up one
+
+
+def test_grid_edges_counts_the_choices_at_either_end(runs):
+    assert accuracy._grid_edges(runs, [1e-3, 3e-3, 1e-2]) == (
+        "Of the 12 lr choices, 6 took the grid's largest (0.01) and 6 its smallest (0.001).")
+    assert accuracy._grid_edges(runs, [1e-3]) == ""
