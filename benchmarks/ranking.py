@@ -12,6 +12,7 @@ budget. Every stand-alone run uses the recipe under test (same lr, epochs, multi
 
     .venv/bin/python benchmarks/ranking.py --name cpu-after data.task=count data.rank_images=1000
     .venv/bin/python benchmarks/ranking.py --name cpu-before data.task=count glora.vector_b=sum space.ranks=[8,4]
+    .venv/bin/python benchmarks/ranking.py --name cpu-sn500 --supernet-epochs 500 data.task=count trainer.epochs=20 data.rank_images=1000
 
 Writes benchmarks/results/ranking-<name>.{md,csv,png}.
 """
@@ -23,6 +24,7 @@ import logging
 import random
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import matplotlib
@@ -77,6 +79,15 @@ def pick_layouts(ops_for, template: Layout, low: int, high: int, randoms: int, e
     return picked
 
 
+def earlier_layouts(run: Path, table: Path) -> list[tuple[str, Layout]]:
+    """(kind, layout) of an earlier run, in its order, from its saved layouts and table."""
+    kinds = dict(zip(*pd.read_csv(table, dtype={"hash": str})[["hash", "kind"]].T.values))
+    files = sorted((run / "layouts").glob("*.json"))
+    if not files:
+        raise SystemExit(f"--layouts-of: no layouts in {run / 'layouts'}; run that benchmark first")
+    return [(kinds[path.stem.split("-", 1)[1]], Layout.load(path)) for path in files]
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--name", required=True, help="results file suffix, e.g. cpu-after")
@@ -85,6 +96,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--randoms", type=int, default=6)
     parser.add_argument("--search-top", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--supernet-epochs", type=int, default=None,
+                        help="the supernet's epochs (default: trainer.epochs, which the stand-alone runs always use)")
+    parser.add_argument("--layouts-of", default=None, metavar="NAME",
+                        help="score the layouts of the earlier run NAME (its csv and --work folder) instead of picking anew: "
+                             "two recipes compared on the same layouts")
     parser.add_argument("--work", default="runs/bench-ranking")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides of the supernet config (the recipe under test)")
     args = parser.parse_args(argv)
@@ -93,13 +109,17 @@ def main(argv: list[str] | None = None) -> None:
         cfg = OmegaConf.to_object(compose("train", overrides=args.overrides))
     work = Path(args.work) / args.name
     started = time.time()
-    train_supernet(cfg, work / "supernet")
+    supernet_epochs = args.supernet_epochs or cfg.trainer.epochs
+    train_supernet(replace(cfg, trainer=replace(cfg.trainer, epochs=supernet_epochs)), work / "supernet")
     device = pick_device(cfg.trainer.device)
     sn = load_trained(work / "supernet", device)
     evaluate = Evaluator(sn.model, sn.task.ranking_loader(), device)
     template = Layout.sample(sn.model, sn.space, seed=0)
-    picked = pick_layouts(lambda hi, lo: LayoutOps(template, Budget(hi, lo)), template, args.low, args.high, args.randoms,
-                          evaluate, args.search_top, args.seed)
+    if args.layouts_of:
+        picked = earlier_layouts(Path(args.work) / args.layouts_of, ROOT / "benchmarks" / "results" / f"ranking-{args.layouts_of}.csv")
+    else:
+        picked = pick_layouts(lambda hi, lo: LayoutOps(template, Budget(hi, lo)), template, args.low, args.high, args.randoms,
+                              evaluate, args.search_top, args.seed)
     n_rank = evaluate.count
     rows = []
     for index, (kind, layout) in enumerate(picked):
@@ -135,7 +155,9 @@ def main(argv: list[str] | None = None) -> None:
     plt.close(fig)
     text = "\n".join([
         f"# Supernet ranking: {args.name}", "", f"Machine: {json.dumps(machine_info())}", "",
-        f"`python benchmarks/ranking.py --name {args.name} {' '.join(args.overrides)}`: a {cfg.trainer.epochs}-epoch supernet on "
+        f"`python benchmarks/ranking.py --name {args.name}{f' --supernet-epochs {args.supernet_epochs}' if args.supernet_epochs else ''}"
+        f"{f' --layouts-of {args.layouts_of}' if args.layouts_of else ''} "
+        f"{' '.join(args.overrides)}`: a {supernet_epochs}-epoch supernet on "
         f"{cfg.data.task} train; {len(table)} layouts from {table['params'].min():,} to {table['params'].max():,} params, each scored "
         f"with inherited supernet weights on {n_rank} ranking images (val + data.rank_images) and trained alone ({cfg.trainer.epochs} "
         f"epochs on train, lr {cfg.optim.lr:g}, lr_mult {vars(cfg.optim.lr_mult)}, up init {cfg.glora.up_init}, vector B on the inputs' "
