@@ -64,3 +64,16 @@ def test_front_pipeline_budget_errors(tmp_path, cache_dir):
     assert best_under(front, 899, "pipeline.budgets")["layout_hash"] == "a"
     with pytest.raises(JobError, match=r"pipeline.budgets=550: no front point has that few params \(the smallest has 600\)"):
         best_under(front, 550, "pipeline.budgets")
+
+
+def test_pipeline_trains_the_supernet_for_its_own_epochs(tmp_path, cache_dir):
+    """pipeline.supernet_epochs lengthens the supernet alone: the re-ranking's stand-alone
+    runs and the retraining keep trainer.epochs."""
+    from glora.stages.pipeline import run_pipeline
+
+    cfg = job_config("pipeline", cache_dir, "pipeline.supernet_epochs=3", "trainer.epochs=1", "pipeline.budgets=[3000]",
+                     "search.generations=1", "search.rerank=1")
+    run_pipeline(cfg, tmp_path)
+    epochs = lambda run: len(json.loads((tmp_path / run / "train_state.json").read_text())["history"])  # noqa: E731
+    assert epochs("train-count") == 3 and epochs("retrain-count-3000") == 1
+    assert json.loads((tmp_path / "search-count-3000" / "rerank_state.json").read_text())["identity"]["rerank_epochs"] == 1

@@ -143,7 +143,7 @@ BAD = [
     ("search", "search.rerank_lrs=[1e-3,1e-3]", "search.rerank_lrs"),
     ("retrain", "retrain.protocol=test", "retrain.protocol"), ("retrain", "retrain.budget=0", "retrain.budget"),
     ("pipeline", "pipeline.budgets=[]", "pipeline.budgets"), ("pipeline", "pipeline.tasks=[]", "pipeline.tasks"),
-    ("pipeline", "pipeline.budgets=[-1]", "pipeline.budgets"),
+    ("pipeline", "pipeline.budgets=[-1]", "pipeline.budgets"), ("pipeline", "pipeline.supernet_epochs=0", "pipeline.supernet_epochs"),
 ]
 
 
