@@ -81,7 +81,8 @@ def pick_layouts(ops_for, template: Layout, low: int, high: int, randoms: int, e
 
 def earlier_layouts(run: Path, table: Path) -> list[tuple[str, Layout]]:
     """(kind, layout) of an earlier run, in its order, from its saved layouts and table."""
-    kinds = dict(zip(*pd.read_csv(table, dtype={"hash": str})[["hash", "kind"]].T.values))
+    earlier = pd.read_csv(table, dtype={"hash": str})
+    kinds = dict(zip(earlier["hash"], earlier["kind"]))
     files = sorted((run / "layouts").glob("*.json"))
     if not files:
         raise SystemExit(f"--layouts-of: no layouts in {run / 'layouts'}; run that benchmark first")
