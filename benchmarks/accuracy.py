@@ -308,9 +308,9 @@ def verdict(table: pd.DataFrame, budgets: list[int], runs: pd.DataFrame | None =
 
 def _grid_edges(runs: pd.DataFrame, lrs: list[float]) -> str:
     """How many (method, task) lr choices sit at the grid's edges: a grid that binds."""
-    picked = runs.groupby(["method", "task"])["lr"].first()
     if len(lrs) < 2:
         return ""
+    picked = runs.groupby(["method", "task"])["lr"].first()
     return (f"Of the {len(picked)} lr choices, {(picked == max(lrs)).sum()} took the grid's largest ({max(lrs):g}) and "
             f"{(picked == min(lrs)).sum()} its smallest ({min(lrs):g}).")
 

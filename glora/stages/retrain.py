@@ -8,6 +8,7 @@ logit difference measured at export)."""
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Optional
@@ -62,7 +63,7 @@ def retrain_optim(cfg: RetrainJobConfig, layout: Layout) -> OptimConfig:
     if not cfg.retrain.lr_from_search or len(tried) < 2:
         return cfg.optim
     lr = layout.metrics.get("standalone_lr")
-    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not (math.isfinite(lr) and lr > 0):
         raise JobError(f"layout {cfg.layout}: metrics.standalone_lr={lr!r} is not a positive lr; "
                        "fix it, or set retrain.lr_from_search=false to train at optim.lr")
     log.info("training at lr %g, the search's re-ranking choice among %s (retrain.lr_from_search=false trains at optim.lr=%g)",

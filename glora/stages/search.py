@@ -121,7 +121,7 @@ def _rerank(run_dir: Path, s: SearchConfig, records: list[Record], ops: LayoutOp
     candidates = rerank_candidates(s, records, ops)
     base = supernet.config
     trainer = replace(base.trainer, epochs=s.rerank_epochs or base.trainer.epochs, max_steps=None)
-    lrs = [float(lr) for lr in s.rerank_lrs] or [float(base.optim.lr)]
+    lrs = rerank_grid(s, supernet)
     # earlier states scored on val alone, or keyed by layout alone
     identity = {**identity, "rerank_scored_on": "ranking images", "rerank_epochs": trainer.epochs, "rerank_keys": "layout@lr"}
     path, done = run_dir / RERANK, {}
@@ -160,6 +160,11 @@ def _rerank(run_dir: Path, s: SearchConfig, records: list[Record], ops: LayoutOp
     log.info("re-ranked %d layouts by stand-alone training at lr %s: %s wins (val %.4f; the supernet's first: %s, %.4f)",
              len(candidates), lrs, winner.hash, scores[winner.hash], candidates[0].hash, scores[candidates[0].hash])
     return winner, table
+
+
+def rerank_grid(s: SearchConfig, supernet: TrainedSupernet) -> list[float]:
+    """The lrs the re-ranking trains each candidate at: ``s.rerank_lrs``, else the supernet's."""
+    return [float(lr) for lr in s.rerank_lrs] or [float(supernet.config.optim.lr)]
 
 
 def rerank_key(layout_hash: str, lr: float) -> str:
@@ -218,7 +223,7 @@ def _write_outputs(run_dir: Path, cfg: SearchJobConfig, records: list[Record], b
     row = next((r for r in reranked if r["layout_hash"] == best.hash), {})  # the winner's re-ranking row
     won = {key: row[key] for key in ("standalone_val_acc", "standalone_lr") if key in row}
     if won:  # the lrs it chose among: a retrain takes the choice only from a grid (retrain.lr_from_search)
-        won["standalone_lrs"] = [float(lr) for lr in cfg.search.rerank_lrs] or [float(supernet.config.optim.lr)]
+        won["standalone_lrs"] = rerank_grid(cfg.search, supernet)
     layout = ops.layout(best.layers, metrics={"val_acc": best.val_acc, **won})
     layout.save(run_dir / "layout.json")
     plot_search_curve(history, run_dir / "search_curve.png")
