@@ -16,6 +16,9 @@ epoch's test accuracy is reported (test is never used to choose anything). Metho
 * ``peft_glora_r8``    PEFT's own GLoRA, one uniform config for every targeted layer:
                        its defaults (A, B, C LoRA; D, E constant) at r=2 (and r=8 with
                        ``--peft-glora-ranks 2 8``);
+* ``glora_lora_r{1,2,4,8}``  this project's GLoRA with the LoRA layout (B = ``LoRA_r`` on
+                       every targeted layer, the rest ``none``; its init, no alpha scale):
+                       the layout the search always weighs, at the ranks the space has;
 * ``glora_random_<b>`` this project's GLoRA with a random legal layout of 90–100% of
                        budget ``b`` (drawn per seed);
 * ``glora_search_<b>`` the layout the pipeline finds under budget ``b`` (supernet trained
@@ -147,6 +150,11 @@ def glora_layout(layout_for, seed: int, glora: GLoRAConfig):
     return build
 
 
+def lora_layout(space, rank: int):
+    """GLoRA's LoRA layout: B = ``LoRA_rank`` on every targeted layer, the rest ``none``."""
+    return lambda model: Layout.uniform(model, space, B=f"LoRA_{rank}")
+
+
 def random_layout(space, budget: int, seed: int):
     def draw(model: torch.nn.Module) -> Layout:
         template = Layout.sample(model, space, seed=0)
@@ -209,7 +217,8 @@ def method_list(cfg, space, budgets: list[int], found: dict[int, dict], seed: in
     out = {"probe": head_only, "full_ft": full_ft,
            **{f"lora_r{r}": peft_lora(r) for r in LORA_RANKS},
            **{f"lora_r{r}_alpha_r": peft_lora(r, r) for r in ALPHA_R_RANKS},
-           **{f"peft_glora_r{r}": peft_glora(r) for r in peft_glora_ranks}}
+           **{f"peft_glora_r{r}": peft_glora(r) for r in peft_glora_ranks},
+           **{f"glora_lora_r{r}": glora_layout(lora_layout(space, r), seed, up) for r in LORA_RANKS if r in space.ranks}}
     for budget in budgets:
         out[f"glora_random_{budget}"] = glora_layout(random_layout(space, budget, seed), seed, up)
         out[f"glora_search_{budget}"] = glora_layout(lambda _m, path=found[budget]["layout"]: Layout.load(path), seed, up)
@@ -224,7 +233,7 @@ def chosen(names, patterns: list[str] | None) -> list[str]:
 def _run_order(name: str, budgets: list[int]) -> tuple:
     """The searched layouts, then the LoRA and random ones they are compared with, then the
     rest: a cut-short run still holds the comparisons the benchmark exists for."""
-    families = ("glora_search_", "lora_r1", "lora_r4", "glora_random_", "peft_glora_", "lora_r", "full_ft", "probe")
+    families = ("glora_search_", "lora_r1", "lora_r4", "glora_random_", "glora_lora_", "peft_glora_", "lora_r", "full_ft", "probe")
     return next(i for i, prefix in enumerate(families) if name.startswith(prefix)), name
 
 
@@ -237,11 +246,13 @@ def method_dir(task_dir: Path, name: str, found: dict[int, dict]) -> Path:
 
 def benchmark_task(cfg, task: str, args: argparse.Namespace, work: Path) -> None:
     """Tune each method's lr on train/val (seed 0), then train+val -> test for every seed;
-    the rows land in ``work/<task>/{tuning,final}.csv``."""
+    the rows land in ``work/<task>/{tuning,final}.csv``, beside the rows of methods not run
+    now (``--methods`` adds to a table, it does not cut it down)."""
     space = cfg.space.build()
     found = searched_layouts(cfg, task, args.budgets, work, args.supernet_epochs)
-    tuning, final = [], []
-    for name in chosen(method_list(cfg, space, args.budgets, found, 0, args.peft_glora_ranks), args.methods):
+    names = chosen(method_list(cfg, space, args.budgets, found, 0, args.peft_glora_ranks), args.methods)
+    tuning, final = _others(work / task / "tuning.csv", names), _others(work / task / "final.csv", names)
+    for name in names:
         runs = method_dir(work / task, name, found)
         if len(args.lrs) > 1:
             tries = [run_method(name, method_list(cfg, space, args.budgets, found, 0, args.peft_glora_ranks)[name], cfg, task, 0, lr,
@@ -260,6 +271,14 @@ def benchmark_task(cfg, task: str, args: argparse.Namespace, work: Path) -> None
         write_text_atomic(work / task / "final.csv", pd.DataFrame(final).to_csv(index=False))
         if tuning:
             write_text_atomic(work / task / "tuning.csv", pd.DataFrame(tuning).to_csv(index=False))
+
+
+def _others(path: Path, names: list[str]) -> list[dict]:
+    """The rows of ``path`` (a task's table) whose method is not among ``names``."""
+    if not path.is_file():
+        return []
+    rows = pd.read_csv(path)
+    return rows[~rows["method"].isin(names)].to_dict("records")
 
 
 # ---- tables and plot ------------------------------------------------------------------------
@@ -295,7 +314,8 @@ def verdict(table: pd.DataFrame, budgets: list[int], runs: pd.DataFrame | None =
             continue
         ours = table.loc[name]
         fits = table[table["adapter_params"] <= budget]
-        for family, prefix in (("PEFT LoRA", "lora_r"), ("PEFT GLoRA uniform", "peft_glora_"), ("random layout", f"glora_random_{budget}")):
+        for family, prefix in (("PEFT LoRA", "lora_r"), ("GLoRA LoRA layout", "glora_lora_r"), ("PEFT GLoRA uniform", "peft_glora_"),
+                               ("random layout", f"glora_random_{budget}")):
             rivals = fits[fits.index.str.startswith(prefix)]
             if len(rivals):
                 best = rivals["overall_mean"].idxmax()
@@ -341,11 +361,11 @@ def plot(runs: pd.DataFrame, path: Path, title: str) -> None:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     families = [(r"^lora_r\d+$", "PEFT LoRA r={ranks} (alpha 8)", "o-"), (r"^lora_r\d+_alpha_r$", "PEFT LoRA r={ranks} (alpha r)", "o:"),
                 (r"^glora_search_", "GLoRA searched (budget sweep)", "s-"), (r"^glora_random_", "GLoRA random layout", "x--"),
-                (r"^peft_glora_", "PEFT GLoRA uniform", "D")]
+                (r"^glora_lora_r\d+$", "GLoRA LoRA layout r={ranks}", "^-."), (r"^peft_glora_", "PEFT GLoRA uniform", "D")]
     for pattern, label, style in families:
         rows = mean[mean.index.str.contains(pattern)].sort_values("params")
         if len(rows):
-            ranks = ",".join(re.match(r"lora_r(\d+)", n).group(1) for n in rows.index) if "{ranks}" in label else ""
+            ranks = ",".join(re.search(r"lora_r(\d+)", n).group(1) for n in rows.index) if "{ranks}" in label else ""
             ax.plot(rows["params"], rows["acc"], style, label=label.format(ranks=ranks))
     for name, style in (("full_ft", "k--"), ("probe", "k:")):
         if name in mean.index:

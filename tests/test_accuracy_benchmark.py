@@ -58,3 +58,36 @@ def test_grid_edges_counts_the_choices_at_either_end(runs):
     assert accuracy._grid_edges(runs, [1e-3, 3e-3, 1e-2]) == (
         "Of the 12 lr choices, 6 took the grid's largest (0.01) and 6 its smallest (0.001).")
     assert accuracy._grid_edges(runs, [1e-3]) == ""
+
+
+def test_verdict_weighs_glora_own_lora_layout_as_a_family(runs):
+    extra = runs[runs.method == "lora_r1"].assign(method="glora_lora_r1", acc=lambda d: d.acc - 0.01, adapter_params=100)
+    table = accuracy.summarise(pd.concat([runs, extra]))
+    out = accuracy.verdict(table, [100]).set_index("rival_family")
+    assert out.loc["GLoRA LoRA layout", "best_rival"] == "glora_lora_r1"
+    assert out.loc["PEFT LoRA", "best_rival"] != "glora_lora_r1"  # "lora_r" must not match GLoRA's rows
+
+
+def test_glora_lora_layout_has_peft_lora_params_and_needs_the_rank_in_the_space(tiny_vit):
+    from conftest import make_vit
+
+    from glora.spaces import Space
+    from glora.supernet import GLoRAConfig
+
+    space = Space(ranks=(4, 2))
+    layout = accuracy.lora_layout(space, 2)(make_vit())
+    assert {tuple(map(str, row)) for row in layout.layers.values()} == {("none", "LoRA_2", "none", "none", "none")}
+    model = accuracy.glora_layout(accuracy.lora_layout(space, 2), 0, GLoRAConfig())(tiny_vit)
+    peft = accuracy.peft_lora(2)(make_vit())
+    lora_elements = sum(p.numel() for n, p in peft.named_parameters() if "lora_" in n)
+    assert model.adapter_params == lora_elements > 0
+    with pytest.raises(ValueError, match="LoRA_1 is not in the space"):  # refused, not quietly dropped
+        accuracy.lora_layout(space, 1)(make_vit())
+
+
+def test_a_run_of_some_methods_keeps_the_other_methods_rows(tmp_path):
+    path = tmp_path / "final.csv"
+    pd.DataFrame([{"method": m, "seed": s, "acc": 0.5} for m in ("a", "b", "c") for s in range(2)]).to_csv(path, index=False)
+    kept = accuracy._others(path, ["b"])
+    assert sorted({r["method"] for r in kept}) == ["a", "c"] and len(kept) == 4
+    assert accuracy._others(tmp_path / "missing.csv", ["b"]) == []
