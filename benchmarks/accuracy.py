@@ -356,7 +356,8 @@ def rerank_rows(work: Path, tasks: list[str], budgets: list[int]) -> pd.DataFram
     return pd.DataFrame(rows)
 
 
-def plot(runs: pd.DataFrame, path: Path, title: str) -> None:
+def plot(runs: pd.DataFrame, path: Path, title: str) -> plt.Figure:
+    """Accuracy vs trainable params, one line per family; returns the (closed) figure."""
     mean = runs.groupby("method", sort=False).agg(params=("adapter_params", "mean"), acc=("acc", "mean"))
     fig, ax = plt.subplots(figsize=(7, 4.5))
     families = [(r"^lora_r\d+$", "PEFT LoRA r={ranks} (alpha 8)", "o-"), (r"^lora_r\d+_alpha_r$", "PEFT LoRA r={ranks} (alpha r)", "o:"),
@@ -379,6 +380,7 @@ def plot(runs: pd.DataFrame, path: Path, title: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+    return fig
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -91,3 +91,17 @@ def test_a_run_of_some_methods_keeps_the_other_methods_rows(tmp_path):
     kept = accuracy._others(path, ["b"])
     assert sorted({r["method"] for r in kept}) == ["a", "c"] and len(kept) == 4
     assert accuracy._others(tmp_path / "missing.csv", ["b"]) == []
+
+
+def test_plot_draws_each_family_at_its_mean_accuracy(runs, tmp_path):
+    extra = runs[runs.method == "lora_r2"].assign(method="glora_lora_r2", acc=lambda d: d.acc - 0.05)
+    data = pd.concat([runs, extra])
+    fig = accuracy.plot(data, tmp_path / "plot.png", "t")
+    lines = {line.get_label(): line for line in fig.axes[0].get_lines()}
+    mean = data.groupby("method").acc.mean()
+    glora_lora = lines["GLoRA LoRA layout r=2"]
+    assert list(glora_lora.get_xdata()) == [200] and glora_lora.get_ydata()[0] == pytest.approx(mean["glora_lora_r2"])
+    lora = lines["PEFT LoRA r=1,2 (alpha 8)"]
+    assert list(lora.get_xdata()) == [100, 200]
+    assert lora.get_ydata() == pytest.approx([mean["lora_r1"], mean["lora_r2"]])
+    assert lines["probe (0 params)"].get_ydata()[0] == pytest.approx(mean["probe"])
