@@ -222,7 +222,7 @@ def method_list(cfg, space, budgets: list[int], found: dict[int, dict], seed: in
     for budget in budgets:
         out[f"glora_random_{budget}"] = glora_layout(random_layout(space, budget, seed), seed, up)
         out[f"glora_search_{budget}"] = glora_layout(lambda _m, path=found[budget]["layout"]: Layout.load(path), seed, up)
-    return {name: out[name] for name in sorted(out, key=lambda n: _run_order(n, budgets))}
+    return {name: out[name] for name in sorted(out, key=_run_order)}
 
 
 def chosen(names, patterns: list[str] | None) -> list[str]:
@@ -230,11 +230,13 @@ def chosen(names, patterns: list[str] | None) -> list[str]:
     return [n for n in names if patterns is None or any(fnmatch.fnmatchcase(n, p) for p in patterns)]
 
 
-def _run_order(name: str, budgets: list[int]) -> tuple:
+def _run_order(name: str) -> tuple:
     """The searched layouts, then the LoRA and random ones they are compared with, then the
-    rest: a cut-short run still holds the comparisons the benchmark exists for."""
+    rest (budgets in numeric order): a cut-short run still holds the comparisons the
+    benchmark exists for, and the tables list methods in the same order."""
     families = ("glora_search_", "lora_r1", "lora_r4", "glora_random_", "glora_lora_", "peft_glora_", "lora_r", "full_ft", "probe")
-    return next(i for i, prefix in enumerate(families) if name.startswith(prefix)), name
+    budget = re.search(r"_(\d+)$", name)
+    return next(i for i, prefix in enumerate(families) if name.startswith(prefix)), int(budget.group(1)) if budget else 0, name
 
 
 def method_dir(task_dir: Path, name: str, found: dict[int, dict]) -> Path:
@@ -424,6 +426,7 @@ def report(cfg, args: argparse.Namespace, overrides: list[str], work: Path, seco
     cells = runs.groupby("method")[["task", "seed"]].apply(lambda g: len(g.drop_duplicates()))
     missing = sorted(cells[cells < len(args.tasks) * args.seeds].index)  # a cut-short run: left out, named
     runs = runs[~runs["method"].isin(missing)]
+    runs = runs.loc[sorted(runs.index, key=lambda i: _run_order(runs.at[i, "method"]))].reset_index(drop=True)  # stable: tasks, seeds keep their order
     tuning = [work / t / "tuning.csv" for t in args.tasks if (work / t / "tuning.csv").is_file()]
     table = summarise(runs)
     wins = verdict(table, args.budgets, runs)

@@ -105,3 +105,9 @@ def test_plot_draws_each_family_at_its_mean_accuracy(runs, tmp_path):
     assert list(lora.get_xdata()) == [100, 200]
     assert lora.get_ydata() == pytest.approx([mean["lora_r1"], mean["lora_r2"]])
     assert lines["probe (0 params)"].get_ydata()[0] == pytest.approx(mean["probe"])
+
+
+def test_methods_run_and_are_listed_searched_first_and_budgets_in_numeric_order():
+    names = ["probe", "glora_random_294912", "lora_r2", "glora_search_294912", "glora_lora_r1", "glora_search_73728", "lora_r1"]
+    assert sorted(names, key=accuracy._run_order) == [
+        "glora_search_73728", "glora_search_294912", "lora_r1", "glora_random_294912", "glora_lora_r1", "lora_r2", "probe"]
