@@ -459,7 +459,8 @@ def report(cfg, args: argparse.Namespace, overrides: list[str], work: Path, seco
         markdown_table(table.drop(columns="overall_mean").reset_index()), "",
         ("Searched layout against the best of each family that fits its budget (overall means; the best rival row is picked on "
          "test, which favours the rivals; `paired_std`: std over seeds of the seed-paired difference):"), "",
-        markdown_table(wins) if len(wins) else "(no searched layouts)", "",
+        markdown_table(wins) if len(wins) else ("(no rival rows beside the searched ones)" if table.index.str.startswith("glora_search_").any()
+                                                else "(no searched layouts)"), "",
         *(["Re-ranking (`search.rerank`): the stand-alone accuracy (trained on train 800, scored on the search's ranking images: val 200 "
            f"+ {cfg.data.rank_images} held-out) of the supernet's first layout "
            f"and of the re-ranked winner (the top {cfg.search.rerank} and the LoRA layouts that fit, each trained "
