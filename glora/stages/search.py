@@ -120,7 +120,7 @@ def _rerank(run_dir: Path, s: SearchConfig, records: list[Record], ops: LayoutOp
     under torchrun the (layout, lr) runs are split over ranks."""
     candidates = rerank_candidates(s, records, ops)
     base = supernet.config
-    trainer = replace(base.trainer, epochs=s.rerank_epochs or base.trainer.epochs, max_steps=None)
+    trainer = replace(base.trainer, epochs=rerank_epochs(s, supernet), max_steps=None)
     lrs = rerank_grid(s, supernet)
     # earlier states scored on val alone, or keyed by layout alone
     identity = {**identity, "rerank_scored_on": "ranking images", "rerank_epochs": trainer.epochs, "rerank_keys": "layout@lr"}
@@ -165,6 +165,11 @@ def _rerank(run_dir: Path, s: SearchConfig, records: list[Record], ops: LayoutOp
 def rerank_grid(s: SearchConfig, supernet: TrainedSupernet) -> list[float]:
     """The lrs the re-ranking trains each candidate at: ``s.rerank_lrs``, else the supernet's."""
     return [float(lr) for lr in s.rerank_lrs] or [float(supernet.config.optim.lr)]
+
+
+def rerank_epochs(s: SearchConfig, supernet: TrainedSupernet) -> int:
+    """How long each re-ranking run trains: ``s.rerank_epochs``, else the supernet's epochs."""
+    return s.rerank_epochs or supernet.config.trainer.epochs
 
 
 def rerank_key(layout_hash: str, lr: float) -> str:
@@ -249,7 +254,7 @@ def _write_outputs(run_dir: Path, cfg: SearchJobConfig, records: list[Record], b
         f"Best: `{best.hash}` with val accuracy {best.val_acc:.4f} at {best.params:,} params (`layout.json`).",
         *([f"Front: {on_front['front_size']} points in `{FRONT_CSV}` (each layout in `front/<params>.json`), hypervolume "
            f"{on_front['hypervolume']:.4f} (params scaled by the budget, accuracy above 0)."] if on_front else []),
-        *(["", f"## Re-ranked by stand-alone training ({cfg.search.rerank_epochs or supernet.config.trainer.epochs} epochs on train, "
+        *(["", f"## Re-ranked by stand-alone training ({rerank_epochs(cfg.search, supernet)} epochs on train, "
              "accuracy on the ranking images at the best lr)", "",
             markdown_table(pd.DataFrame(reranked))] if reranked else []),
         "", "## Top layouts", "", markdown_table(top), "", "## Pareto front", "", markdown_table(front), "",
