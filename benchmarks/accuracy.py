@@ -450,7 +450,7 @@ def report(cfg, args: argparse.Namespace, overrides: list[str], work: Path, seco
         (f"Protocol: every method trains {cfg.trainer.epochs} epochs (AdamW, warm-up {cfg.optim.warmup_epochs:g} epochs then cosine, "
          f"weight decay {cfg.optim.weight_decay:g}, batch {cfg.data.batch_size}); its lr is chosen from {list(args.lrs)} by the final "
          "val accuracy after training on train (seed 0); then it trains on train+val with that lr and reports the final epoch's test "
-         f"accuracy for seeds 0..{args.seeds - 1}. GLoRA's per-support-tensor lr multipliers: {vars(cfg.optim.lr_mult)}, up-factor "
+         f"accuracy for seeds 0..{args.seeds - 1}. GLoRA's per-support-tensor steps: {cfg.optim.describe_steps()}, up-factor "
          f"init {cfg.glora.up_init}, vector B on the inputs' {cfg.glora.vector_b}. Searched layouts: a {args.supernet_epochs or cfg.trainer.epochs}-epoch supernet on train (space ranks {list(space.ranks)}), "
          f"{strategy_name(cfg.search)} {cfg.search.population} x {cfg.search.generations} ranked on val{f' + {cfg.data.rank_images} held-out ranking images' if cfg.data.rank_images else ''}, seed 0, retrained per seed. "
          f"Training time in these rows: {wall:.0f} s. {_grid_edges(runs, args.lrs)}"), "",

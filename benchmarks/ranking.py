@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> None:
         f"{' '.join(args.overrides)}`: a {supernet_epochs}-epoch supernet on "
         f"{cfg.data.task} train; {len(table)} layouts from {table['params'].min():,} to {table['params'].max():,} params, each scored "
         f"with inherited supernet weights on {n_rank} ranking images (val + data.rank_images) and trained alone ({cfg.trainer.epochs} "
-        f"epochs on train, lr {cfg.optim.lr:g}, lr_mult {vars(cfg.optim.lr_mult)}, up init {cfg.glora.up_init}, vector B on the inputs' "
+        f"epochs on train, lr {cfg.optim.lr:g}, {cfg.optim.describe_steps()}, up init {cfg.glora.up_init}, vector B on the inputs' "
         f"{cfg.glora.vector_b}, space ranks {list(sn.space.ranks)}) then scored on test. "
         f"{time.time() - started:.0f} s.", "",
         f"**Kendall τ = {tau:.3f}** (p = {tau_p:.3f}), **Spearman ρ = {rho:.3f}** (p = {rho_p:.3f}) over all {len(table)} layouts; "

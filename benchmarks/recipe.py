@@ -11,7 +11,8 @@ accuracy of random layouts on the trained supernet, the val accuracy of the LoRA
 ``--standalone``: no supernet; fixed layouts (LoRA_1 on B; A vector + B LoRA_1 + E vector;
 or layout JSON files, ``--layout-files NAME=PATH``, e.g. the layouts a search found)
 trained alone on train and scored on val, for every lr of a grid and every multiplier
-variant of ``STEP_VARIANTS``: which per-tensor step sizes let a fixed layout learn.
+variant of ``STEP_VARIANTS`` (lr multipliers or relative steps): which per-tensor step sizes let a
+fixed layout learn.
 """
 from __future__ import annotations
 
@@ -53,8 +54,14 @@ VARIANTS = {
 }
 
 
-STEP_VARIANTS = {"no multipliers": {"A": 1, "D": 1}, "A30 D30": {"A": 30, "D": 30}, "A30 B4 D30": {"A": 30, "B": 4, "D": 30},
-                 "A30 B8 D30": {"A": 30, "B": 8, "D": 30}}
+# Per-tensor step variants: lr multipliers (``optim.lr_mult``), or for A / D a step relative to each
+# layer's mean|W0| / mean|b0| (``optim.relative_step``). On the embedded ViT (mean|W0| 0.026, mean|b0|
+# 0.010) "A30 D30" is about "relative A0.75 D0.3", and "A10 D10" about "relative A0.25 D0.1".
+STEP_VARIANTS = {"no multipliers": {"lr_mult": {"A": 1, "D": 1}}, "A30 D30": {"lr_mult": {"A": 30, "D": 30}},
+                 "A10 D10": {"lr_mult": {"A": 10, "D": 10}},
+                 "A30 B4 D30": {"lr_mult": {"A": 30, "B": 4, "D": 30}}, "A30 B8 D30": {"lr_mult": {"A": 30, "B": 8, "D": 30}},
+                 "relative A0.75 D0.3": {"relative_step": {"A": 0.75, "D": 0.3}},
+                 "relative A0.25 D0.1": {"relative_step": {"A": 0.25, "D": 0.1}}}
 STANDALONE_LAYOUTS = {"B=LoRA_1": {"B": "LoRA_1"}, "A LoRA_1, B LoRA_1, D vector": {"A": "LoRA_1", "B": "LoRA_1", "D": "vector"},
                       "A vector, B LoRA_1, E vector": {"A": "vector", "B": "LoRA_1", "E": "vector"}}
 
@@ -71,7 +78,7 @@ def standalone(args: argparse.Namespace) -> None:
 
     from glora.backbone import EMBEDDED, load_backbone
     from glora.embedded_backbone import ensure_embedded_backbone
-    from glora.training.loop import LrMultipliers
+    from glora.training.loop import LrMultipliers, RelativeSteps
 
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = OmegaConf.to_object(compose("train", overrides=args.overrides))
@@ -87,8 +94,9 @@ def standalone(args: argparse.Namespace) -> None:
             path = Path(args.work) / "layouts" / f"{_slug(layout_name)}.json"
             Layout.uniform(model, space, **STANDALONE_LAYOUTS[layout_name]).save(path)
         for variant in args.steps:
-            mult = STEP_VARIANTS[variant]
-            run_cfg = replace(cfg, optim=replace(cfg.optim, lr_mult=LrMultipliers(**mult)))
+            steps = STEP_VARIANTS[variant]
+            run_cfg = replace(cfg, optim=replace(cfg.optim, lr_mult=LrMultipliers(**steps.get("lr_mult", {})),
+                                                 relative_step=RelativeSteps(**steps.get("relative_step", {}))))
             for lr in args.lrs:
                 build = glora_layout(lambda _m, p=path: Layout.load(p), cfg.trainer.seed, cfg.glora)
                 row = run_method(layout_name, build, run_cfg, cfg.data.task, cfg.trainer.seed, lr, ("train", "val"),

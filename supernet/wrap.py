@@ -17,7 +17,7 @@ from glora.spaces import Layout, LayoutError, Space, model_name
 
 from .layer import SUPPORT_TENSOR, UP_INITS, VECTOR_B, ChoiceSampler, GLoRALinear
 
-__all__ = ["GLoRAConfig", "glora_layers", "is_wrapped", "vector_b_of", "param_groups", "merge", "merged_inference", "reseed", "set_layout", "space_of", "support_parameters", "wrap"]
+__all__ = ["GLoRAConfig", "glora_layers", "is_wrapped", "vector_b_of", "param_groups", "RELATIVE_TENSORS", "merge", "merged_inference", "reseed", "set_layout", "space_of", "support_parameters", "wrap"]
 
 
 @dataclass
@@ -89,19 +89,46 @@ def wrap(
     return model
 
 
-def param_groups(model: nn.Module, lr: float, lr_mult: Mapping[str, float], fixed_lr: Mapping[str, float | None] | None = None) -> list[dict]:
+RELATIVE_TENSORS = {"A": "weight", "D": "bias"}  # the multiplicative paths: W0 ⊙ A, b0 ⊙ D
+
+
+def param_groups(
+    model: nn.Module, lr: float, lr_mult: Mapping[str, float], fixed_lr: Mapping[str, float | None] | None = None,
+    relative_step: Mapping[str, float | None] | None = None,
+) -> list[dict]:
     """The trainable parameters as optimizer groups: each support tensor's (A–E) at
-    ``fixed_lr[tensor]`` where that is set (an lr of its own, whatever ``lr``), else at
+    ``fixed_lr[tensor]`` where that is set (an lr of its own, whatever ``lr``); A and D at
+    ``lr × relative_step[tensor] / mean|W0|`` (``mean|b0|`` for D) of their own layer where
+    that is set, so that W0 ⊙ A and b0 ⊙ D move W and b by ~``relative_step × lr`` a step
+    whatever the backbone's weight scale (one group per layer); else at
     ``lr × lr_mult[tensor]``; everything else (the head, plain models) at ``lr``."""
     fixed = {k: v for k, v in (fixed_lr or {}).items() if v is not None}
+    relative = {k: v for k, v in (relative_step or {}).items() if v is not None}
+    both = sorted(set(fixed) & set(relative))
+    if both:
+        raise ValueError(f"support tensor(s) {both} have both a fixed lr and a relative step; set one of the two")
+    unknown = sorted(set(relative) - set(RELATIVE_TENSORS))
+    if unknown:
+        raise ValueError(f"a relative step exists for {sorted(RELATIVE_TENSORS)} (the multiplicative paths), not {unknown}")
     rate = {key: fixed.get(key, lr * lr_mult.get(key, 1.0)) for key in {*lr_mult, *fixed}}
     groups: dict[str, list[nn.Parameter]] = {}
-    owner = {id(p): SUPPORT_TENSOR[n.rsplit(".", 1)[-1]] for layer in glora_layers(model).values()
-             for n, p in layer.named_parameters() if n.rsplit(".", 1)[-1] in SUPPORT_TENSOR}
+    owner: dict[int, tuple[str, str]] = {}  # param id -> (its group's name, its lr)
+    for layer_name, layer in glora_layers(model).items():
+        for n, p in layer.named_parameters():
+            key = SUPPORT_TENSOR.get(n.rsplit(".", 1)[-1])
+            if key is None:
+                continue
+            if key in relative:
+                base = getattr(layer, RELATIVE_TENSORS[key])
+                scale = base.detach().abs().mean().item() if base is not None else 0.0
+                name = f"{key}:{layer_name}"
+                rate[name] = lr * relative[key] / scale if scale > 0 else lr * relative[key]  # an all-zero b0: D has no effect
+                owner[id(p)] = name
+            else:
+                owner[id(p)] = key if key in fixed or lr_mult.get(key, 1.0) != 1.0 else ""
     for param in model.parameters():
         if param.requires_grad:
-            key = owner.get(id(param), "")
-            groups.setdefault(key if key in fixed or lr_mult.get(key, 1.0) != 1.0 else "", []).append(param)
+            groups.setdefault(owner.get(id(param), ""), []).append(param)
     return [{"params": params, "lr": rate.get(key, lr), "name": key or "rest"} for key, params in groups.items()]
 
 

@@ -134,6 +134,7 @@ BAD = [
     ("train", "trainer.label_smoothing=1.5", "trainer.label_smoothing"), ("train", "data.num_workers=-1", "data.num_workers"),
     ("train", "trainer.max_steps=0", "trainer.max_steps"), ("train", "data.num_classes=1", "data.num_classes"),
     ("train", "pretrain.steps=0", "pretrain.steps"), ("train", "optim.lr_mult.A=0", "optim.lr_mult.A"), ("train", "optim.fixed_lr.D=-1", "optim.fixed_lr.D"),
+    ("train", "optim.relative_step.A=0", "optim.relative_step.A"), ("train", "optim.relative_step.D=nan", "optim.relative_step.D"),
     ("train", "glora.up_init=normal", "glora.up_init"),
     ("search", "search.population=0", "search.population"), ("search", "search.generations=0", "search.generations"),
     ("search", "search.top_k=60", "search.top_k"), ("search", "search.mutation_prob=5", "search.mutation_prob"),
@@ -151,6 +152,11 @@ BAD = [
 def test_bad_values_are_refused_when_the_config_is_read(tmp_path, job, override, field):
     with pytest.raises(ConfigError, match=rf"^{field.replace('.', '[.]')}=.* cannot work: \S"):
         job_config(job, tmp_path, override)
+
+
+def test_a_fixed_lr_and_a_relative_step_for_one_tensor_are_refused_together(tmp_path):
+    with pytest.raises(ConfigError, match=r"^optim[.]relative_step[.]D=0.3 cannot work: optim[.]fixed_lr[.]D is set too"):
+        job_config("train", tmp_path, "optim.relative_step.D=0.3", "optim.fixed_lr.D=0.01")
 
 
 @pytest.mark.parametrize("override", ["trainer.epochs=0", "data.batch_size=0", "optim.lr=-1"])

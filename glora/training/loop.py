@@ -23,7 +23,7 @@ from glora.supernet import is_wrapped, param_groups, reseed
 
 from .inference import evaluate
 
-__all__ = ["Callback", "FixedLrs", "LoopState", "LrMultipliers", "OptimConfig", "TrainerConfig", "fit", "step_seed", "warmup_cosine", "EVAL_SEED"]
+__all__ = ["Callback", "FixedLrs", "LoopState", "LrMultipliers", "OptimConfig", "RelativeSteps", "TrainerConfig", "fit", "step_seed", "warmup_cosine", "EVAL_SEED"]
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +67,23 @@ class FixedLrs:
 
 
 @dataclass
+class RelativeSteps:
+    """For the multiplicative paths, a step relative to the backbone's own weights: A's lr
+    in each layer is ``optim.lr × A / mean|W0|`` of that layer (D's: ``/ mean|b0|``), so
+    W0 ⊙ A and b0 ⊙ D move W and b by ~``A × lr`` a step on any backbone (null: ``lr ×
+    lr_mult``). A constant multiplier cannot do that: mean|W0| is 0.026 on the embedded
+    ViT and 0.012 on DINOv2 ViT-S/14, mean|b0| 0.010 and 0.23 (from 0.04 to 1.5 by layer)."""
+
+    A: Optional[float] = None
+    D: Optional[float] = None
+
+    def __post_init__(self) -> None:
+        for tensor, value in asdict(self).items():
+            require(value is None or (math.isfinite(value) and value > 0), f"optim.relative_step.{tensor}", value,
+                    "use null (optim.lr x optim.lr_mult) or a positive step relative to lr, e.g. 1.0")
+
+
+@dataclass
 class OptimConfig:
     """AdamW with linear warm-up then cosine decay."""
 
@@ -76,12 +93,25 @@ class OptimConfig:
     min_lr_ratio: float = 0.0
     lr_mult: LrMultipliers = field(default_factory=LrMultipliers)  # e.g. optim.lr_mult.A=30
     fixed_lr: FixedLrs = field(default_factory=FixedLrs)  # e.g. optim.fixed_lr.A=0.03 (then lr_mult.A is unused)
+    relative_step: RelativeSteps = field(default_factory=RelativeSteps)  # e.g. optim.relative_step.D=0.3 (then lr_mult.D is unused)
 
     def __post_init__(self) -> None:
         require(math.isfinite(self.lr) and self.lr > 0, "optim.lr", self.lr, "use a positive learning rate, e.g. optim.lr=1e-3")
         require(self.weight_decay >= 0, "optim.weight_decay", self.weight_decay, "use 0 or a positive decay, e.g. 1e-4")
         require(self.warmup_epochs >= 0, "optim.warmup_epochs", self.warmup_epochs, "use 0 (no warm-up) or more epochs")
         require(0 <= self.min_lr_ratio <= 1, "optim.min_lr_ratio", self.min_lr_ratio, "use a fraction of optim.lr in [0, 1]")
+        for tensor, step in asdict(self.relative_step).items():
+            require(step is None or getattr(self.fixed_lr, tensor) is None, f"optim.relative_step.{tensor}", step,
+                    f"optim.fixed_lr.{tensor} is set too: set one of the two (null the other)")
+
+    def describe_steps(self) -> str:
+        """The per-support-tensor steps in words, for reports: the multipliers, and the
+        fixed lrs and relative steps that replace them where set."""
+        fixed = {k: v for k, v in asdict(self.fixed_lr).items() if v is not None}
+        relative = {k: v for k, v in asdict(self.relative_step).items() if v is not None}
+        mult = {k: v for k, v in asdict(self.lr_mult).items() if k not in fixed and k not in relative}
+        return "; ".join([f"lr multipliers {mult}", *([f"fixed lrs {fixed}"] if fixed else []),
+                          *([f"steps relative to each layer's mean|W0| (A) / mean|b0| (D) {relative}"] if relative else [])])
 
 
 @dataclass
@@ -160,7 +190,7 @@ def fit(
     rank, world = (distributed.rank(), distributed.world_size()) if sync else (0, 1)
     steps_per_epoch = len(task.loader(train_split, train=True, rank=rank, world=world))
     total_steps = trainer.epochs * steps_per_epoch if trainer.max_steps is None else min(trainer.max_steps, trainer.epochs * steps_per_epoch)
-    optimizer = torch.optim.AdamW(param_groups(model, optim.lr, asdict(optim.lr_mult), asdict(optim.fixed_lr)), lr=optim.lr, weight_decay=optim.weight_decay)
+    optimizer = torch.optim.AdamW(param_groups(model, optim.lr, asdict(optim.lr_mult), asdict(optim.fixed_lr), asdict(optim.relative_step)), lr=optim.lr, weight_decay=optim.weight_decay)
     schedule = warmup_cosine(optimizer, round(optim.warmup_epochs * steps_per_epoch), total_steps, optim.min_lr_ratio)
     state = LoopState(model, optimizer, schedule, trainer.epochs)
     for callback in callbacks:
