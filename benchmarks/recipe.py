@@ -63,7 +63,8 @@ STEP_VARIANTS = {"no multipliers": {"lr_mult": {"A": 1, "D": 1}}, "A30 D30": {"l
                  "relative A0.75 D0.3": {"relative_step": {"A": 0.75, "D": 0.3}},
                  "relative A0.25 D0.1": {"relative_step": {"A": 0.25, "D": 0.1}}}
 STANDALONE_LAYOUTS = {"B=LoRA_1": {"B": "LoRA_1"}, "A LoRA_1, B LoRA_1, D vector": {"A": "LoRA_1", "B": "LoRA_1", "D": "vector"},
-                      "A vector, B LoRA_1, E vector": {"A": "vector", "B": "LoRA_1", "E": "vector"}}
+                      "A vector, B LoRA_1, E vector": {"A": "vector", "B": "LoRA_1", "E": "vector"},
+                      "A vector, B LoRA_1, D vector": {"A": "vector", "B": "LoRA_1", "D": "vector"}}
 
 
 def _slug(name: str) -> str:

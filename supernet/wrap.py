@@ -112,7 +112,7 @@ def param_groups(
         raise ValueError(f"a relative step exists for {sorted(RELATIVE_TENSORS)} (the multiplicative paths), not {unknown}")
     rate = {key: fixed.get(key, lr * lr_mult.get(key, 1.0)) for key in {*lr_mult, *fixed}}
     groups: dict[str, list[nn.Parameter]] = {}
-    owner: dict[int, tuple[str, str]] = {}  # param id -> (its group's name, its lr)
+    owner: dict[int, str] = {}  # param id -> its group's name ("": the plain lr)
     for layer_name, layer in glora_layers(model).items():
         for n, p in layer.named_parameters():
             key = SUPPORT_TENSOR.get(n.rsplit(".", 1)[-1])
