@@ -110,7 +110,8 @@ def standalone(args: argparse.Namespace) -> None:
     tag = machine_tag(pick_device("auto"))
     text = "\n".join([
         "# Step sizes for fixed layouts, on validation data", "", f"Machine: {json.dumps(machine_info())}", "",
-        f"`python benchmarks/recipe.py --standalone --steps {' '.join(repr(v) for v in args.steps)} --lrs {' '.join(f'{x:g}' for x in args.lrs)}"
+        f"`python benchmarks/recipe.py --standalone --layouts {' '.join(repr(v) for v in args.layouts)} "
+        f"--steps {' '.join(repr(v) for v in args.steps)} --lrs {' '.join(f'{x:g}' for x in args.lrs)}"
         f"{' --layout-files ' + ' '.join(args.layout_files) if args.layout_files else ''} --overrides {' '.join(args.overrides)}`: "
         "each layout trained alone from the "
         f"backbone on train ({cfg.trainer.epochs} epochs, seed {cfg.trainer.seed}), final val accuracy (200 images). "
