@@ -119,8 +119,7 @@ def param_groups(
             if key is None:
                 continue
             if key in relative:
-                base = getattr(layer, RELATIVE_TENSORS[key])
-                scale = base.detach().abs().mean().item() if base is not None else 0.0
+                scale = getattr(layer, RELATIVE_TENSORS[key]).detach().abs().mean().item()  # a D exists only beside a bias
                 name = f"{key}:{layer_name}"
                 rate[name] = lr * relative[key] / scale if scale > 0 else lr * relative[key]  # an all-zero b0: D has no effect
                 owner[id(p)] = name
