@@ -1,4 +1,7 @@
 """Every config group composes into its dataclass; the smoke experiment applies to every job."""
+from dataclasses import replace
+from pathlib import Path
+
 import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
@@ -47,6 +50,35 @@ def test_smoke_experiment_shrinks_every_job_and_caches_apart():
     assert train_smoke.trainer.epochs < train.trainer.epochs and train_smoke.pretrain == smoke.pretrain
     assert train_smoke.data == train.data and train_smoke.space == train.space and train_smoke.optim == train.optim
 
+
+
+EXPERIMENTS = sorted(p.stem for p in (Path(CONF_DIR) / "experiment").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("job", ["pretrain", "train", "search", "retrain", "pipeline"])
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_experiment_composes_for_every_job(job, experiment):
+    """One ``experiment=<name>`` serves every job: what only some jobs have (a backbone, an
+    optimiser, a search size) must not break the others (glora-search experiment=real_cpu once
+    failed with "Could not override 'model'")."""
+    assert _compose(job, f"experiment={experiment}").task_name == job
+
+
+@pytest.mark.parametrize("experiment, img_size", [("real_cpu", 56), ("real_gpu", 224)])
+def test_real_experiments_set_the_backbone_steps_and_search(experiment, img_size):
+    """The real experiments reach each job: DINOv2 at their size with the relative A / D steps
+    in the jobs that train, their search size in glora-search and the pipeline."""
+    dinov2 = _compose("train", "model=dinov2_vits14").model
+    for job in ("train", "retrain", "pipeline"):
+        cfg = _compose(job, f"experiment={experiment}")
+        assert cfg.model == replace(dinov2, img_size=img_size)
+        assert (cfg.optim.relative_step.A, cfg.optim.relative_step.D) == (0.75, 0.3)
+    search, pipeline = _compose("search", f"experiment={experiment}"), _compose("pipeline", f"experiment={experiment}")
+    if experiment == "real_cpu":
+        assert (search.search.population, search.search.generations) == (12, 4) == (pipeline.search.population, pipeline.search.generations)
+        assert search.trainer.epochs == 5
+    else:
+        assert search.search == _compose("search").search
 
 def test_a_setting_the_strategy_lacks_fails_at_compose():
     """search=random has no top_k: Hydra refuses it at start instead of ignoring it."""
