@@ -47,6 +47,12 @@ class LrMultipliers:
             require(value > 0, f"optim.lr_mult.{tensor}", value, "use a positive multiple of optim.lr (1 = none)")
 
 
+def _require_null_or_positive(steps, prefix: str, fix: str) -> None:
+    """Each per-support-tensor field of ``steps`` is null (lr x lr_mult) or a finite positive value."""
+    for tensor, value in asdict(steps).items():
+        require(value is None or (math.isfinite(value) and value > 0), f"{prefix}.{tensor}", value, fix)
+
+
 @dataclass
 class FixedLrs:
     """Per support tensor, an lr of its own that neither ``optim.lr`` nor ``optim.lr_mult``
@@ -61,9 +67,7 @@ class FixedLrs:
     E: Optional[float] = None
 
     def __post_init__(self) -> None:
-        for tensor, value in asdict(self).items():
-            require(value is None or (math.isfinite(value) and value > 0), f"optim.fixed_lr.{tensor}", value,
-                    "use null (optim.lr x optim.lr_mult) or a positive lr, e.g. 0.03")
+        _require_null_or_positive(self, "optim.fixed_lr", "use null (optim.lr x optim.lr_mult) or a positive lr, e.g. 0.03")
 
 
 @dataclass
@@ -78,9 +82,7 @@ class RelativeSteps:
     D: Optional[float] = None
 
     def __post_init__(self) -> None:
-        for tensor, value in asdict(self).items():
-            require(value is None or (math.isfinite(value) and value > 0), f"optim.relative_step.{tensor}", value,
-                    "use null (optim.lr x optim.lr_mult) or a positive step relative to lr, e.g. 1.0")
+        _require_null_or_positive(self, "optim.relative_step", "use null (optim.lr x optim.lr_mult) or a positive step relative to lr, e.g. 1.0")
 
 
 @dataclass
