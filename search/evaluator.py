@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from glora.spaces import Layout
@@ -15,7 +16,7 @@ __all__ = ["Evaluator"]
 
 
 class Evaluator:
-    """Scores layouts of ``model`` (wrapped, weights loaded) by top-1 accuracy on
+    """Scores layouts of ``model`` (wrapped, weights loaded) by top-1 accuracy (or loss) on
     ``batches`` of (images, labels), moved to ``device`` once."""
 
     def __init__(self, model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], device: torch.device):
@@ -25,7 +26,13 @@ class Evaluator:
         self.count = sum(len(y) for _, y in self.batches)
 
     def __call__(self, layout: Layout) -> float:
+        return self.scores(layout)["acc"]
+
+    def scores(self, layout: Layout) -> dict[str, float]:
+        """Top-1 accuracy and mean cross-entropy of ``layout``: on 200 images accuracy moves
+        in steps of 0.5 points, while the loss also weighs how sure each prediction is."""
         set_layout(self.model, layout)
         with merged_inference(self.model):
             logits, labels = predict(self.model, self.batches, self.device)
-        return (logits.argmax(-1) == labels).float().sum().item() / self.count
+        return {"acc": (logits.argmax(-1) == labels).float().sum().item() / self.count,
+                "loss": F.cross_entropy(logits.float(), labels).item()}

@@ -51,6 +51,12 @@ class LayoutOps:
             )
         if budget.max_params < 0:
             raise BudgetError(f"search.budget={budget.max_params} is negative")
+        least = sum(min(c.values()) for row in self.costs.values() for c in row)
+        if budget.max_params < least:  # a space without `none` for some tensor has a floor
+            raise BudgetError(
+                f"search.budget={budget.max_params} is infeasible: the smallest layout of this space has {least} "
+                "trainable params; raise search.budget or allow 'none' in space.options"
+            )
         self.most = most
 
     # ---- counting -------------------------------------------------------------------

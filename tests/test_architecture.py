@@ -22,7 +22,7 @@ LAYERS = [
     ("glora.training",),
     ("glora.embedded_backbone", "glora.probe"),
     ("glora.search",),
-    ("glora.stages.config", "glora.stages.setup"),
+    ("glora.stages.config", "glora.stages.setup", "glora.stages.sampling"),
     ("glora.stages.front",),
     ("glora.stages.pretrain",),
     ("glora.stages.train",),

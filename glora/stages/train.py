@@ -23,6 +23,7 @@ from glora.supernet import parameterisation, wrap
 from glora.training import Checkpoint, RunFiles, fit
 
 from .config import TrainingJobConfig
+from .sampling import SamplingConfig, step_plan
 from .setup import wrapped_backbone
 
 __all__ = ["TrainJobConfig", "TrainedSupernet", "load_trained", "train_supernet"]
@@ -34,6 +35,7 @@ log = logging.getLogger(__name__)
 class TrainJobConfig(TrainingJobConfig):
     task_name: str = "train"
     space: SpaceConfig = field(default_factory=SpaceConfig)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)  # which layouts each step trains
 
 
 def train_supernet(cfg: TrainJobConfig, run_dir: Path) -> dict:
@@ -45,7 +47,7 @@ def train_supernet(cfg: TrainJobConfig, run_dir: Path) -> dict:
     identity = {"parameterisation": parameterisation(cfg.glora.vector_b), "model": spec.name, "kwargs": spec.kwargs, "num_classes": task.num_classes, "space": space.to_dict()}
     summary = {"identity": identity, "backbone": spec.to_dict(), "config": asdict(cfg)}
     callbacks = (Checkpoint(run_dir, identity), RunFiles(run_dir, f"supernet training: {task.name}", summary, cfg.trainer.seed))
-    history = fit(model, task, cfg.optim, cfg.trainer, callbacks=callbacks)
+    history = fit(model, task, cfg.optim, cfg.trainer, callbacks=callbacks, plan=step_plan(model, cfg.sampling, cfg.trainer.seed))
     metrics = {"epochs_done": len(history), "complete": len(history) >= cfg.trainer.epochs,
                **({k: v for k, v in history[-1].items() if "/" in k} if history else {})}
     if distributed.is_main():

@@ -8,6 +8,7 @@ import logging
 import math
 import time
 from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Sequence
 from typing import Optional, Protocol
 
 import torch
@@ -19,11 +20,11 @@ from glora.data import TaskData
 from glora.run import distributed
 from glora.run.device import autocast, pick_device
 from glora.run.errors import TrainingError, require
-from glora.supernet import is_wrapped, param_groups, reseed
+from glora.supernet import RANDOM_LAYOUT, StepLayout, is_wrapped, param_groups, release_step_layout, reseed, use_step_layout
 
 from .inference import evaluate
 
-__all__ = ["Callback", "FixedLrs", "LoopState", "LrMultipliers", "OptimConfig", "RelativeSteps", "TrainerConfig", "fit", "step_seed", "warmup_cosine", "EVAL_SEED"]
+__all__ = ["step_loss", "Callback", "FixedLrs", "LoopState", "LrMultipliers", "OptimConfig", "RelativeSteps", "TrainerConfig", "fit", "step_seed", "warmup_cosine", "EVAL_SEED"]
 
 log = logging.getLogger(__name__)
 
@@ -172,9 +173,35 @@ class Callback(Protocol):
     def on_epoch_end(self, state: LoopState) -> None: ...
 
 
+def step_loss(
+    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, members: Optional[Sequence[StepLayout]], seed: int,
+    label_smoothing: float, device: torch.device,
+) -> tuple[torch.Tensor, float]:
+    """One step's loss (and correct predictions, averaged over members): cross-entropy of
+    the model as it stands, or with ``members`` the mean over the layouts they put in
+    place in turn, a distilling member scored against the soft predictions of the last
+    teacher before it instead of the labels."""
+    loss, correct, teacher = torch.zeros((), device=device), 0.0, None
+    for index, member in enumerate(members if members is not None else (RANDOM_LAYOUT,)):
+        if members is not None:
+            use_step_layout(model, member, seed + index)
+        with autocast(device):
+            logits = model(images).float()
+            target = teacher if member.distill and teacher is not None else labels
+            loss = loss + F.cross_entropy(logits, target, label_smoothing=label_smoothing)
+        if member.teacher:
+            teacher = logits.detach().softmax(-1)
+        correct += (logits.argmax(-1) == labels).sum().item()
+    if members is not None:
+        release_step_layout(model)
+    count = len(members) if members is not None else 1
+    return loss / count, correct / count
+
+
 def fit(
     model: nn.Module, task: TaskData, optim: OptimConfig, trainer: TrainerConfig,
     splits: tuple[str, str] = ("train", "val"), callbacks: tuple[Callback, ...] = (), local: bool = False,
+    plan: Optional[Callable[[int], Sequence[StepLayout]]] = None,
 ) -> list[dict]:
     """Train ``model``'s trainable parameters on ``splits[0]``, evaluate on ``splits[1]``
     after every epoch; returns the history (one dict per epoch). A GLoRA supernet draws
@@ -182,7 +209,9 @@ def fit(
     multi-process runs draw the same layouts; fixed layouts and plain models ignore it.
     Under torchrun, gradients are averaged over ranks: N ranks × batch b == one process
     × batch N·b; ``local`` trains in this process alone even there (rank 0 making the
-    embedded backbone while the others wait)."""
+    embedded backbone while the others wait). A supernet's ``plan(step)`` lists the layouts
+    that step trains (default: one random layout); their losses are averaged into one
+    update, and a member that distils learns the soft predictions of the teacher before it."""
     train_split, eval_split = splits
     device = pick_device(trainer.device)
     model.to(device)
@@ -209,11 +238,11 @@ def fit(
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{trainer.epochs}", unit="step", dynamic_ncols=True, disable=not distributed.is_main())
         for images, labels in bar:
             images, labels = images.to(device), labels.to(device)
-            if supernet:
+            if supernet and plan is None:
                 reseed(model, step_seed(trainer.seed, state.step))
-            with autocast(device):
-                logits = model(images)
-                loss = F.cross_entropy(logits.float(), labels, label_smoothing=trainer.label_smoothing)
+            members = plan(state.step) if plan is not None else None
+            loss, right = step_loss(model, images, labels, members, step_seed(trainer.seed, state.step), trainer.label_smoothing, device)
+            correct += right
             loss_value = loss.item()
             mean_loss = distributed.all_reduce_sum([loss_value], device)[0] / world if sync else loss_value  # every rank stops together
             if not math.isfinite(mean_loss):
@@ -229,7 +258,6 @@ def fit(
             schedule.step()
             state.step += 1
             loss_sum += loss_value * labels.numel()
-            correct += (logits.argmax(-1) == labels).sum().item()
             seen += labels.numel()
             if state.step >= total_steps:
                 break
