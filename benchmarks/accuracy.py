@@ -109,7 +109,7 @@ from glora.stages.config import narrow
 from glora.stages.search import SearchJobConfig, run_search
 from glora.stages.train import TrainJobConfig as TrainConfig
 from glora.stages.train import train_supernet
-from glora.training import fit
+from glora.training import evaluate, fit
 
 log = logging.getLogger("accuracy")
 
@@ -237,10 +237,12 @@ def _backbone_and_task(cfg, task: str):
     return model, build_task(replace(cfg.data, task=task), spec.preprocess)
 
 
-def run_method(name: str, build, cfg: TrainConfig, task: str, seed: int, lr: float, splits: tuple[str, str], run_dir: Path) -> dict:
+def run_method(name: str, build, cfg: TrainConfig, task: str, seed: int, lr: float, splits: tuple[str, str], run_dir: Path,
+               also: tuple[str, ...] = ()) -> dict:
     """Train one method on one task with one seed and lr on ``splits`` (train, eval); a
     finished run is read back from its ``result.json`` (runs are short: an interrupted one
-    starts over, without per-epoch checkpoints or plots)."""
+    starts over, without per-epoch checkpoints or plots). The final model is also scored
+    on the splits in ``also`` (``<split>_acc``): one training answers val and test."""
     done = run_dir / "result.json"
     if done.is_file():
         return json.loads(done.read_text())
@@ -257,7 +259,9 @@ def run_method(name: str, build, cfg: TrainConfig, task: str, seed: int, lr: flo
     started = time.time()
     history = fit(model, task_data, replace(cfg.optim, lr=lr), trainer, splits)
     row = {"task": task, "method": name, "seed": seed, "lr": lr, "eval_split": splits[1], "adapter_params": adapter, "head_params": head,
-           "acc": history[-1][f"{splits[1]}/acc"], "train_acc": history[-1]["train/acc"], "seconds": round(time.time() - started, 1)}
+           "acc": history[-1][f"{splits[1]}/acc"], "train_acc": history[-1]["train/acc"],
+           **{f"{split}_acc": evaluate(model, task_data.loader(split), pick_device(trainer.device))["acc"] for split in also},
+           "seconds": round(time.time() - started, 1)}
     write_json_atomic(done, row)
     return row
 

@@ -127,12 +127,14 @@ class TrainerConfig:
     seed: int = 0
     device: str = "auto"
     stop_after_epochs: Optional[int] = None  # end this process early; `resume=` continues
+    eval_every: int = 1  # evaluate every this many epochs (and always after the last)
 
     def __post_init__(self) -> None:
         require(self.epochs >= 1, "trainer.epochs", self.epochs, "train for at least 1 epoch")
         require(self.max_steps is None or self.max_steps >= 1, "trainer.max_steps", self.max_steps, "use null (whole epochs) or at least 1 step")
         require(0 <= self.label_smoothing < 1, "trainer.label_smoothing", self.label_smoothing, "use a value in [0, 1), e.g. 0.1")
         require(self.seed >= 0, "trainer.seed", self.seed, "use a seed >= 0")
+        require(self.eval_every >= 1, "trainer.eval_every", self.eval_every, "evaluate every 1 or more epochs (the last is always evaluated)")
         require(self.stop_after_epochs is None or self.stop_after_epochs >= 1, "trainer.stop_after_epochs", self.stop_after_epochs,
                 "use null or at least 1 epoch")
 
@@ -264,17 +266,18 @@ def fit(
         bar.close()
         if sync:
             loss_sum, correct, seen = distributed.all_reduce_sum([loss_sum, correct, seen], device)
-        if supernet:
-            reseed(model, EVAL_SEED)
-        scores = evaluate(model, task.loader(eval_split), device)
+        scores = {}
+        if (epoch + 1) % trainer.eval_every == 0 or epoch + 1 == trainer.epochs or state.step >= total_steps:
+            if supernet:
+                reseed(model, EVAL_SEED)
+            scores = {f"{eval_split}/{k}": v for k, v in evaluate(model, task.loader(eval_split), device).items()}
         state.history.append({
-            "epoch": epoch + 1, "step": state.step, "train/loss": loss_sum / seen, "train/acc": correct / seen,
-            f"{eval_split}/loss": scores["loss"], f"{eval_split}/acc": scores["acc"], "lr": schedule.get_last_lr()[0],
-            "seconds": round(time.time() - start, 3),
+            "epoch": epoch + 1, "step": state.step, "train/loss": loss_sum / seen, "train/acc": correct / seen, **scores,
+            "lr": schedule.get_last_lr()[0], "seconds": round(time.time() - start, 3),
         })
         state.epoch = epoch + 1
-        log.info("epoch %d: train loss %.4f acc %.3f | %s acc %.3f", epoch + 1, state.history[-1]["train/loss"],
-                 state.history[-1]["train/acc"], eval_split, scores["acc"])
+        log.info("epoch %d: train loss %.4f acc %.3f%s", epoch + 1, state.history[-1]["train/loss"], state.history[-1]["train/acc"],
+                 f" | {eval_split} acc {scores[f'{eval_split}/acc']:.3f}" if scores else "")
         for callback in callbacks:
             callback.on_epoch_end(state)
     return state.history
