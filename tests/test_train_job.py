@@ -185,3 +185,19 @@ def test_resuming_with_other_lr_multipliers_is_one_clear_error(cache_dir, tmp_pa
     train(job_config("train", cache_dir, "trainer.epochs=2", "trainer.stop_after_epochs=1"), run)
     with pytest.raises(CheckpointError, match="other optimizer parameter groups.*its own config"):
         train(job_config("train", cache_dir, "trainer.epochs=2", "optim.lr_mult.A=1", "optim.lr_mult.D=1"), run)
+
+
+def test_eval_every_skips_evaluations_without_changing_training(tmp_path, cache_dir):
+    from glora.stages.train import train_supernet
+
+    runs = {}
+    for every in (1, 2):
+        run = tmp_path / f"every{every}"
+        train_supernet(job_config("train", cache_dir, "trainer.epochs=3", f"trainer.eval_every={every}"), run)
+        runs[every] = run
+    sparse = pd.read_csv(runs[2] / "metrics.csv")
+    assert sparse["val/acc"].isna().tolist() == [True, False, False]  # epoch 2 (a multiple) and 3 (the last)
+    dense = pd.read_csv(runs[1] / "metrics.csv")
+    assert sparse["val/acc"].iloc[1:].tolist() == dense["val/acc"].iloc[1:].tolist()
+    a, b = (load_file(runs[k] / "supernet.safetensors") for k in (1, 2))
+    assert all(torch.equal(a[name], b[name]) for name in a)  # evaluating draws nothing training depends on
