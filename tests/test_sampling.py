@@ -139,3 +139,16 @@ def test_bad_sampling_settings_name_the_field(fields, field):
     with pytest.raises(ConfigError, match=field.replace("[", r"\[").replace("]", r"\]")):
         SamplingConfig(**fields)
 
+
+
+def test_the_evaluator_scores_accuracy_and_loss_of_the_layout_as_a_direct_forward(images):
+    from glora.search import Evaluator
+
+    model = _wrapped()
+    labels = torch.tensor([0, 1, 2])
+    layout = Layout.uniform(model, SPACE, A="vector", E="vector")
+    got = Evaluator(model, [(images, labels)], torch.device("cpu")).scores(layout)
+    with torch.no_grad():
+        logits = _forward(model, layout, images)
+    assert got["loss"] == pytest.approx(F.cross_entropy(logits, labels).item(), rel=1e-5)
+    assert got["acc"] == pytest.approx((logits.argmax(-1) == labels).float().mean().item())
