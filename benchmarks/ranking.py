@@ -334,7 +334,8 @@ def report(args: argparse.Namespace, work: Path, seconds: float) -> str:
         plot(agree_table, summaries, out / f"ranking-{args.name}.png")
     cfg = compose_train(args.overrides)
     summary_table = pd.DataFrame(summaries)
-    recipes = ", ".join(f"`{r}` ({' '.join(SUPERNETS[r]) or 'sampling.rule=uniform'})" for r in args.supernets)
+    where = {"hi": f"{1 + BAND:g}·budget", "band": f"{2 * BAND / (1 + BAND):.4f}"}
+    recipes = ", ".join(f"`{r}` ({' '.join(o.format(**where) for o in SUPERNETS[r]) or 'sampling.rule=uniform'})" for r in args.supernets)
     text = "\n".join([
         f"# Supernet ranking at equal size: {args.name}", "", f"Machine: {json.dumps(machine_info())}", "",
         f"`python benchmarks/ranking.py --cells {' '.join(args.cells)} --name {args.name} --supernets {' '.join(args.supernets)} "
