@@ -89,10 +89,6 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import plan as plans
-from glora.search import Budget, LayoutOps, strategy_name
-from glora.search.report import markdown_table
-from glora.spaces import DEFAULT_TARGETS, Layout
-from glora.supernet import GLoRAConfig, set_layout, wrap
 from machine import machine_info, machine_tag
 from plan import LORA_RANKS, Plan, PlanError
 from stats import ALPHA, WILCOXON_MIN_PAIRS, paired_tests
@@ -105,10 +101,14 @@ from glora.probe import probe_grid
 from glora.run.device import pick_device
 from glora.run.errors import JobError
 from glora.run.io import write_json_atomic, write_text_atomic
+from glora.search import Budget, LayoutOps, strategy_name
+from glora.search.report import markdown_table
+from glora.spaces import DEFAULT_TARGETS, Layout
 from glora.stages.config import narrow
 from glora.stages.search import SearchJobConfig, run_search
 from glora.stages.train import TrainJobConfig as TrainConfig
 from glora.stages.train import train_supernet
+from glora.supernet import GLoRAConfig, set_layout, wrap
 from glora.training import evaluate, fit
 
 log = logging.getLogger("accuracy")
@@ -257,7 +257,8 @@ def run_method(name: str, build, cfg: TrainConfig, task: str, seed: int, lr: flo
     adapter = getattr(model, "adapter_params", sum(p.numel() for p in trainable) - head)
     trainer = replace(cfg.trainer, seed=seed)
     started = time.time()
-    history = fit(model, task_data, replace(cfg.optim, lr=lr), trainer, splits)
+    optim = replace(cfg.optim, lr=lr)
+    history = fit(model, task_data, optim, trainer, splits, groups=optim.groups(model))
     row = {"task": task, "method": name, "seed": seed, "lr": lr, "eval_split": splits[1], "adapter_params": adapter, "head_params": head,
            "acc": history[-1][f"{splits[1]}/acc"], "train_acc": history[-1]["train/acc"],
            **{f"{split}_acc": evaluate(model, task_data.loader(split), pick_device(trainer.device))["acc"] for split in also},

@@ -27,9 +27,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
-from omegaconf import OmegaConf  # noqa: E402
-
 from machine import machine_info, machine_tag  # noqa: E402
+from omegaconf import OmegaConf  # noqa: E402
 
 from glora.jobs.app import CONF_DIR  # noqa: E402
 from glora.run.io import write_text_atomic  # noqa: E402

@@ -53,16 +53,17 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from accuracy import glora_layout, run_method
-from glora.search import Budget, BudgetError, Evaluator, Evolution, LayoutOps, run_generations, timed, top_k
-from glora.search.report import markdown_table
-from glora.spaces import Layout, Space
 from machine import machine_info
 from ranking_stats import agreement, split_half
 
 from glora.jobs.app import CONF_DIR
 from glora.run.device import pick_device
 from glora.run.io import write_json_atomic, write_text_atomic
+from glora.search import Budget, BudgetError, Evaluator, Evolution, LayoutOps, run_generations, timed, top_k
+from glora.search.report import markdown_table
+from glora.spaces import Layout, Space
 from glora.stages.train import load_trained, train_supernet
+from glora.training import predict
 
 log = logging.getLogger("ranking")
 
@@ -178,7 +179,7 @@ def run_cell(task: str, budget: int, args: argparse.Namespace, cell_dir: Path) -
         log.info("%s@%d %s supernet ready (%.0f s)", task, budget, recipe, time.time() - tick)
         device = pick_device(cfg.trainer.device)
         sn = load_trained(run, device)
-        return sn, Evaluator(sn.model, sn.task.ranking_loader(), device)
+        return sn, Evaluator(sn.model, sn.task.ranking_loader(), device, predict)
 
     for recipe in args.supernets:  # the layouts (structured ones once, then each recipe's search picks) and their truth
         sn, evaluate = supernet(recipe)

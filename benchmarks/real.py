@@ -23,10 +23,9 @@ from pathlib import Path
 import pandas as pd
 import torch
 from hydra import compose, initialize_config_dir
+from machine import machine_info, machine_tag
 from omegaconf import OmegaConf
 from safetensors.torch import load_file
-
-from machine import machine_info, machine_tag
 
 from glora.backbone import create_model, load_backbone
 from glora.data import build_task

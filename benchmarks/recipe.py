@@ -25,10 +25,8 @@ from pathlib import Path
 
 import pandas as pd
 from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
-
 from machine import machine_info, machine_tag
-
+from omegaconf import OmegaConf
 
 from glora.jobs.app import CONF_DIR
 from glora.run.device import pick_device
@@ -37,6 +35,7 @@ from glora.search import Budget, Evaluator, Evolution, LayoutOps, run_generation
 from glora.search.report import markdown_table
 from glora.spaces import Layout
 from glora.stages.train import load_trained, train_supernet
+from glora.training import predict
 
 ROOT = Path(__file__).resolve().parents[1]
 MULT = ["optim.lr_mult.A=30", "optim.lr_mult.B=8", "optim.lr_mult.D=30"]
@@ -79,7 +78,7 @@ def standalone(args: argparse.Namespace) -> None:
 
     from glora.backbone import EMBEDDED, load_backbone
     from glora.embedded_backbone import ensure_embedded_backbone
-    from glora.training.loop import LrMultipliers, RelativeSteps
+    from glora.supernet import LrMultipliers, RelativeSteps
 
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = OmegaConf.to_object(compose("train", overrides=args.overrides))
@@ -117,7 +116,7 @@ def standalone(args: argparse.Namespace) -> None:
         f"backbone on train ({cfg.trainer.epochs} epochs, seed {cfg.trainer.seed}), final val accuracy (200 images). "
         f"{time.time() - started:.0f} s.", "", markdown_table(table), "",
     ])
-    write_text_atomic(ROOT / "benchmarks" / "results" / f"recipe-standalone-{args.name or tag}.md", text)
+    write_text_atomic(Path(args.out) / f"recipe-standalone-{args.name or tag}.md", text)
     print(text)
 
 
@@ -135,6 +134,7 @@ def main() -> None:
     parser.add_argument("--layout-files", nargs="*", default=[], help="--standalone: more layouts as NAME=PATH (layout JSON)")
     parser.add_argument("--steps", nargs="+", default=list(STEP_VARIANTS), help="--standalone: which multiplier variants")
     parser.add_argument("--name", default=None, help="results file suffix (default: the machine's tag)")
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"), help="folder the results file goes to")
     args = parser.parse_args()
     if args.standalone:
         return standalone(args)
@@ -149,7 +149,7 @@ def main() -> None:
         train_s = time.time() - tick
         device = pick_device(cfg.trainer.device)
         sn = load_trained(run, device)
-        evaluate = Evaluator(sn.model, sn.task.loader("val"), device)
+        evaluate = Evaluator(sn.model, sn.task.loader("val"), device, predict)
         ops = LayoutOps(Layout.sample(sn.model, sn.space, seed=0), Budget(args.budget))
         rng = random.Random(0)
         randoms = [evaluate(ops.layout(ops.random(rng))) for _ in range(5 if args.quick else 20)]
@@ -177,7 +177,7 @@ def write(rows: list[dict], args: argparse.Namespace, started: float) -> None:
         f"{time.time() - started:.0f} s.", "",
         markdown_table(pd.DataFrame(rows)), "",
     ])
-    out = ROOT / "benchmarks" / "results" / f"recipe-{tag}.md"
+    out = Path(args.out) / f"recipe-{tag}.md"
     write_text_atomic(out, text)
     print(text)
 

@@ -62,7 +62,8 @@ from glora.backbone import create_model
 from glora.run.device import autocast
 from glora.run.io import write_text_atomic
 from glora.spaces import DEFAULT_TARGETS, TENSORS, Layout, Option, Space
-from glora.supernet import glora_layers, merge, set_layout, wrap
+from glora.supernet import glora_layers, merge, set_layout, vector_b_of, wrap
+from glora.supernet.layer import VECTOR_B
 
 TRAIN_VARIANTS = ("full_ft", "supernet", "naive", "peft_lora", "probe", "peft_glora", "fixed_glora")
 INFER_VARIANTS = ("plain", "merged", "unmerged", "peft_lora", "peft_glora")
@@ -76,10 +77,11 @@ class NaiveGLoRALinear(nn.Module):
     """GLoRA as the published reference computes it: every form of A–E is turned into a
     full tensor (``none`` into zeros), W and b are built every forward, one F.linear.
 
-    Same parameters, shapes and initialisation as ``glora.supernet.GLoRALinear``.
+    Same parameters, shapes, initialisation and ``vector_b`` meaning (a vector / constant B
+    row scaled by 1 / in_features under ``mean``) as ``glora.supernet.GLoRALinear``.
     """
 
-    def __init__(self, base: nn.Linear, choices: dict[str, tuple[Option, ...]], rank: int, gen: torch.Generator):
+    def __init__(self, base: nn.Linear, choices: dict[str, tuple[Option, ...]], rank: int, gen: torch.Generator, vector_b: str = "mean"):
         super().__init__()
         self.base_layer = base
         for p in base.parameters():
@@ -88,6 +90,7 @@ class NaiveGLoRALinear(nn.Module):
         self.out_features, self.in_features = out_f, in_f
         self.choices = tuple(choices[t] for t in TENSORS)
         self.generator = gen
+        self.row_scale = VECTOR_B[vector_b](in_f)
 
         def up(rows: int, cols: int) -> nn.Parameter:
             w = torch.empty(rows, cols)
@@ -131,6 +134,8 @@ class NaiveGLoRALinear(nn.Module):
         out_f, in_f = self.out_features, self.in_features
         A = self._path(a, self.Ad, self.Au, (out_f, in_f))
         B = self._path(b, self.Bd, self.Bu, (out_f, in_f))
+        if b.kind in ("vector", "constant"):
+            B = B * self.row_scale
         C = self._path(c, self.Cd, self.Cu, (in_f, 1))
         D, E = self._vec(d, self.D), self._vec(e, self.E)
         weight = w0 + w0 * A + B
@@ -168,7 +173,7 @@ def check_naive_matches(model_name: str, img_size: int, space: Space) -> float:
         base.bias.normal_()
     ours = wrap(src, space, seed=0)
     layer = glora_layers(ours)[name]
-    naive = NaiveGLoRALinear(layer.base_layer, space.choices(shape), space.max_rank, torch.Generator())
+    naive = NaiveGLoRALinear(layer.base_layer, space.choices(shape), space.max_rank, torch.Generator(), vector_b=vector_b_of(ours))
     with torch.no_grad():
         for p in layer.support_parameters():
             p.normal_(0, 0.05)
@@ -424,11 +429,12 @@ def search_speed(args: argparse.Namespace) -> dict[str, object]:
     from glora.search import Budget, Evaluator, Evolution, LayoutOps
     from glora.stages.search import SearchJobConfig, run_search
     from glora.stages.train import load_trained
+    from glora.training import predict
 
     supernet_dir = embedded_supernet(args)
     device = args.device
     trained = load_trained(supernet_dir, device)
-    evaluator = Evaluator(trained.model, trained.task.loader("val"), device)
+    evaluator = Evaluator(trained.model, trained.task.loader("val"), device, predict)
     default = Evolution()
     ops = LayoutOps(Layout.sample(trained.model, trained.space, seed=0), Budget(int(default.budget)))
     layouts = [ops.layout(ops.random(random.Random(i))) for i in range(args.candidates)]

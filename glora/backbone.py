@@ -19,6 +19,7 @@ from torch import nn
 from glora.data import Preprocess
 from glora.packaged_weights import PREFIX, packaged_checkpoint
 from glora.run.errors import CheckpointError
+from glora.spaces import classifier_name
 
 __all__ = ["ModelConfig", "BackboneSpec", "EMBEDDED", "build_model", "classifier_name", "create_model", "load_backbone"]
 
@@ -63,15 +64,6 @@ class BackboneSpec:
             Preprocess(pre["img_size"], tuple(pre["mean"]), tuple(pre["std"])),
             data["source"], data.get("checkpoint"),
         )
-
-
-def classifier_name(model: nn.Module) -> str:
-    """Module name of the task head (``head`` for ViT, ``head.fc`` for Swin, ...)."""
-    head = model.get_classifier()
-    for name, module in model.named_modules():
-        if module is head:
-            return name
-    raise ValueError(f"cannot find the classifier of {type(model).__name__}")
 
 
 def _load_weights(model: nn.Module, path: Path, what: str) -> None:

@@ -39,7 +39,7 @@ class OptunaSearch(SearchConfig):
             study.add_trial(create_trial(params=self._params(r.layers, dists), distributions=dists, value=r.val_acc))
         out: list = []
         while len(out) < self.size(generation):
-            for attempt in range(ops.max_tries):
+            for _attempt in range(ops.max_tries):
                 trial = study.ask(dists)
                 layers = self._layers(trial.params, ops)
                 if ops.legal(layers):

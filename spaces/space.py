@@ -9,7 +9,7 @@ from torch import nn
 
 from .options import TENSOR_KINDS, TENSORS, Option
 
-__all__ = ["Space", "SpaceConfig", "SpaceOptions", "LayerShape", "SpaceError", "PRESETS", "DEFAULT_TARGETS", "model_name", "linear_shape"]
+__all__ = ["Space", "SpaceConfig", "SpaceOptions", "LayerShape", "SpaceError", "PRESETS", "DEFAULT_TARGETS", "model_name", "classifier_name", "linear_shape"]
 
 #: Every qkv / proj / fc1 / fc2 Linear of a transformer block (timm ViT, DeiT, Swin, ...).
 DEFAULT_TARGETS = r"(.*\.)?blocks\.\d+\.(attn\.qkv|attn\.proj|mlp\.fc1|mlp\.fc2)"
@@ -35,6 +35,16 @@ def model_name(model: nn.Module) -> str:
     """The timm architecture name of ``model`` (class name for non-timm models)."""
     cfg = getattr(model, "pretrained_cfg", None) or {}
     return cfg.get("architecture") or type(model).__name__
+
+
+def classifier_name(model: nn.Module) -> str:
+    """Module name of the task head (``head`` for ViT, ``head.fc`` for Swin, ...), by timm's
+    ``get_classifier()``."""
+    head = model.get_classifier()
+    for name, module in model.named_modules():
+        if module is head:
+            return name
+    raise ValueError(f"cannot find the classifier of {type(model).__name__}")
 
 
 def linear_shape(module: nn.Module) -> LayerShape | None:

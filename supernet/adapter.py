@@ -32,11 +32,10 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import Tensor, nn
 
-from glora.backbone import classifier_name
 from glora.run.checkpoint import read_identity, tensors_digest
 from glora.run.errors import CheckpointError
 from glora.run.io import atomic_write
-from glora.spaces import TENSORS, Choice, LayerShape, Layout, LayoutError, model_name
+from glora.spaces import TENSORS, Choice, LayerShape, Layout, LayoutError, classifier_name, model_name
 
 from .layer import VECTOR_B, parameterisation
 from .wrap import glora_layers, is_wrapped, set_layout, space_of, vector_b_of, wrap

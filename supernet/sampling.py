@@ -3,11 +3,12 @@
 (a layout near a budget, the largest or the smallest of the space), some of them
 teachers whose predictions the others learn from (in-place distillation).
 
-The training loop only asks :func:`use_step_layout` to put one member in place; who plans
-the members (uniform draws, a budget band, the sandwich rule) lives above it."""
+:class:`SupernetSteps` is the training loop's step hook for a supernet: it puts each
+member in place (:func:`use_step_layout`); who plans the members (uniform draws, a budget
+band, the sandwich rule) lives above it."""
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Optional
 
@@ -17,7 +18,9 @@ from glora.spaces import TENSORS, Choice, option_cost
 
 from .wrap import glora_layers, reseed, space_of
 
-__all__ = ["StepLayout", "RANDOM_LAYOUT", "extreme_layers", "release_step_layout", "use_step_layout"]
+__all__ = ["EVAL_SEED", "StepLayout", "RANDOM_LAYOUT", "SupernetSteps", "extreme_layers", "release_step_layout", "use_step_layout"]
+
+EVAL_SEED = 12345  # a supernet's validation always sees the same sequence of random subnets
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,28 @@ def release_step_layout(model: nn.Module) -> None:
     """Back to supernet mode after a step that fixed layouts (evaluation draws at random)."""
     for layer in glora_layers(model).values():
         layer.choice = None
+
+
+class SupernetSteps:
+    """The training loop's step hook (``glora.training.StepHook``) for a supernet: each step
+    trains the members ``plan(step)`` lists (default: one random layout, drawn from the
+    sampler reseeded by the loop's per-step seed, so resumed and multi-process runs draw the
+    same layouts); every evaluation draws from ``EVAL_SEED``."""
+
+    def __init__(self, plan: Optional[Callable[[int], Sequence[StepLayout]]] = None) -> None:
+        self.plan = plan
+
+    def members(self, step: int) -> Sequence[StepLayout]:
+        return self.plan(step) if self.plan is not None else (RANDOM_LAYOUT,)
+
+    def put(self, model: nn.Module, member: StepLayout, seed: int) -> None:
+        use_step_layout(model, member, seed)
+
+    def release(self, model: nn.Module) -> None:
+        release_step_layout(model)
+
+    def before_eval(self, model: nn.Module) -> None:
+        reseed(model, EVAL_SEED)
 
 
 def extreme_layers(model: nn.Module, largest: bool) -> dict[str, Choice]:

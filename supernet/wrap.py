@@ -6,30 +6,16 @@ Mirrors PEFT's tuner model: ``wrap`` injects layers, ``set_layout`` chooses thei
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
 from collections.abc import Iterator, Mapping
 
 import torch
 from torch import nn
 
-from glora.run.errors import require
 from glora.spaces import Layout, LayoutError, Space, model_name
 
-from .layer import SUPPORT_TENSOR, UP_INITS, VECTOR_B, ChoiceSampler, GLoRALinear
+from .layer import SUPPORT_TENSOR, VECTOR_B, ChoiceSampler, GLoRALinear
 
-__all__ = ["GLoRAConfig", "glora_layers", "is_wrapped", "vector_b_of", "param_groups", "RELATIVE_TENSORS", "merge", "merged_inference", "reseed", "set_layout", "space_of", "support_parameters", "wrap"]
-
-
-@dataclass
-class GLoRAConfig:
-    """How ``wrap`` builds the support tensors (the ``glora`` config group)."""
-
-    up_init: str = "kaiming"  # kaiming (peft) | xavier (official GLoRA)
-    vector_b: str = "mean"  # mean | sum (official GLoRA, peft): what vector / constant B's row acts on
-
-    def __post_init__(self) -> None:
-        require(self.up_init in UP_INITS, "glora.up_init", self.up_init, f"use one of {sorted(UP_INITS)}")
-        require(self.vector_b in VECTOR_B, "glora.vector_b", self.vector_b, f"use one of {sorted(VECTOR_B)}")
+__all__ = ["glora_layers", "is_wrapped", "vector_b_of", "param_groups", "RELATIVE_TENSORS", "merge", "merged_inference", "reseed", "set_layout", "space_of", "support_parameters", "wrap"]
 
 
 def glora_layers(model: nn.Module) -> dict[str, GLoRALinear]:

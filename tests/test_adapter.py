@@ -5,18 +5,17 @@ import json
 import pytest
 import timm
 import torch
+from conftest import job_config, make_vit
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from conftest import job_config, make_vit
 from glora.backbone import create_model
 from glora.run.checkpoint import tensors_digest
 from glora.run.errors import CheckpointError
 from glora.spaces import Layout, LayoutError, Space, model_name, parse_option
 from glora.stages.retrain import retrain
 from glora.stages.setup import wrapped_backbone
-from glora.supernet import (adapter_state, glora_layers, is_wrapped, load_adapter, merge, save_adapter, set_layout, support_parameters,
-                            vector_b_of, wrap)
+from glora.supernet import adapter_state, glora_layers, is_wrapped, load_adapter, merge, save_adapter, set_layout, support_parameters, vector_b_of, wrap
 
 #: Per layer kind, one A–E row; together every form of every support tensor appears.
 MIXED = {
@@ -73,7 +72,7 @@ def test_round_trip_gives_the_same_logits_and_the_same_merged_model(tmp_path, im
     loaded = load_adapter(fresh, path, expect={"num_classes": 5})
     assert vector_b_of(fresh) == vector_b  # wrapped with the adapter's vector_b (sum: B's row acts on Σx)
     assert loaded.hash == layout.hash and loaded.trainable_params == layout.trainable_params
-    assert {n: l.choice for n, l in glora_layers(fresh).items()} == layout.layers
+    assert {n: layer.choice for n, layer in glora_layers(fresh).items()} == layout.layers
     assert sum(int(p.count_nonzero()) for p in support_parameters(fresh)) == layout.trainable_params  # the rest zero
     with torch.no_grad():
         assert (fresh(images) - model(images)).abs().max().item() <= 1e-6

@@ -13,15 +13,18 @@ ROOT = Path(__file__).resolve().parents[1]
 FOLDERS = {"glora.spaces": "spaces", "glora.supernet": "supernet", "glora.search": "search", "glora": "glora"}
 
 #: The layers, lowest first: a module may import its own layer or lower ones, never a later one.
+#: The core (spaces, supernet, search: the user-facing folders) sits on the plumbing floor
+#: alone; the app (data, backbone, training, stages, jobs) sits on the core.
+CORE = ("glora.spaces", "glora.supernet", "glora.search")
 LAYERS = [
     ("glora", "glora.run"),
     ("glora.spaces",),
+    ("glora.supernet",),
+    ("glora.search",),
     ("glora.data", "glora.packaged_weights"),
     ("glora.backbone",),
-    ("glora.supernet",),
     ("glora.training",),
     ("glora.embedded_backbone", "glora.probe"),
-    ("glora.search",),
     ("glora.stages.config", "glora.stages.setup", "glora.stages.sampling"),
     ("glora.stages.front",),
     ("glora.stages.pretrain",),
@@ -77,6 +80,15 @@ def _layer(name: str) -> int:
 
 def test_every_module_has_a_layer_and_none_imports_a_later_one():
     bad = [f"{a} (layer {_layer(a)}) imports {b} (layer {_layer(b)})" for a, deps in GRAPH.items() for b in deps if _layer(b) > _layer(a)]
+    assert not bad, "\n".join(bad)
+
+
+def test_the_core_imports_nothing_from_the_app_and_the_trainer_nothing_from_glora():
+    """spaces / supernet / search use only each other and glora.run; the training loop takes
+    parameter groups and a step hook, so it trains any model."""
+    app = ("glora.data", "glora.backbone", "glora.training", "glora.stages", "glora.jobs", "glora.embedded_backbone", "glora.probe", "glora.packaged_weights")
+    bad = [f"{a} imports {b}" for a, deps in GRAPH.items() if a.startswith(CORE) for b in deps if b.startswith(app)]
+    bad += [f"{a} imports {b}" for a, deps in GRAPH.items() if a.startswith("glora.training") for b in deps if b.startswith((*CORE, "glora.data"))]
     assert not bad, "\n".join(bad)
 
 

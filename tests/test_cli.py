@@ -3,7 +3,6 @@ import json
 
 import pandas as pd
 import pytest
-
 from conftest import job_config, run_cli
 
 
@@ -29,9 +28,9 @@ def test_pipeline_runs_end_to_end_and_reproduces(tmp_path, cache_dir):
 
 
 def test_front_pipeline_searches_once_and_retrains_the_front_per_budget(tmp_path, cache_dir):
+    from glora.spaces import Layout
     from glora.stages.front import best_under, read_front
     from glora.stages.pipeline import run_pipeline
-    from glora.spaces import Layout
 
     cfg = job_config("pipeline", cache_dir, "search=pareto", "pipeline.budgets=[3000,1500]", "search.min_params=500")
     table = run_pipeline(cfg, tmp_path)

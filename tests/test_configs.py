@@ -6,8 +6,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from glora.spaces import Space
 from glora.jobs.app import CONF_DIR
+from glora.spaces import Space
 from glora.stages.pretrain import PretrainJobConfig
 from glora.stages.train import TrainJobConfig as TrainConfig
 

@@ -12,13 +12,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from conftest import BIN, job_config, make_vit
 from safetensors.torch import load_file
 
-from conftest import BIN, job_config, make_vit
-from glora.spaces import Layout, Space
-from glora.supernet import reseed, set_layout, support_parameters, wrap
-from glora.stages.train import load_trained
 from glora.run.distributed import average_gradients
+from glora.spaces import Layout, Space
+from glora.stages.train import load_trained
+from glora.supernet import reseed, set_layout, support_parameters, wrap
 
 TORCHRUN = BIN / "torchrun"
 
@@ -206,7 +206,7 @@ def test_two_process_front_search_equals_one_process(smoke_supernet, cache_dir, 
     two = torchrun(2, "glora-search", *search, f"hydra.run.dir={tmp_path / 's2'}", cwd=tmp_path)
     assert two.returncode == 0, two.stdout[-3000:] + two.stderr[-3000:]
     for table in ("history.csv", "front.csv"):
-        read = lambda run: pd.read_csv(tmp_path / run / table).drop(columns="seconds", errors="ignore")  # noqa: E731
+        read = lambda run, table=table: pd.read_csv(tmp_path / run / table).drop(columns="seconds", errors="ignore")  # noqa: E731
         assert read("s1").equals(read("s2")), table
     files = lambda run: {p.name: json.loads(p.read_text()) for p in (tmp_path / run / "front").iterdir()}  # noqa: E731
     assert files("s1") == files("s2") and len(files("s1")) == len(pd.read_csv(tmp_path / "s1" / "front.csv"))

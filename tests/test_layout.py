@@ -2,8 +2,8 @@ import json
 import pickle
 
 import pytest
-
 from conftest import make_vit
+
 from glora.spaces import FORMAT, Layout, LayoutError, Space
 from glora.supernet import set_layout, wrap
 

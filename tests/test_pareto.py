@@ -129,6 +129,7 @@ def test_front_of_records_is_the_first_front_by_params():
 @pytest.fixture(scope="module")
 def template():
     from conftest import make_vit
+
     from glora.spaces import Layout, Space
     from glora.supernet import wrap
 

@@ -3,8 +3,8 @@ import itertools
 
 import pytest
 import torch
-
 from conftest import make_vit
+
 from glora.spaces import DEFAULT_TARGETS, Layout, Space
 from glora.supernet import glora_layers, set_layout, wrap
 

@@ -15,11 +15,10 @@ sys.path.insert(0, str(BENCHMARKS))
 
 import ranking  # noqa: E402
 import ranking_stats  # noqa: E402
+from conftest import make_vit  # noqa: E402
 
 from glora.spaces import TENSORS, Space  # noqa: E402
 from glora.supernet import wrap  # noqa: E402
-
-from conftest import make_vit  # noqa: E402
 
 
 def _naive_tau(x, y) -> float:

@@ -8,9 +8,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from conftest import BIN, job_config, run_cli
 from safetensors.torch import load_file
 
-from conftest import BIN, job_config, run_cli
 from glora.run.errors import CheckpointError, ConfigError, DataError, JobError
 
 DRIVER = Path(__file__).with_name("crash_driver.py")

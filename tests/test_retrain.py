@@ -6,15 +6,15 @@ import sys
 import pytest
 import timm
 import torch
+from conftest import job_config, make_vit, run_cli
 from safetensors.torch import load_file
 
-from conftest import job_config, make_vit, run_cli
-from glora.stages.search import run_search
-from glora.spaces import Layout, LayoutError, Space
-from glora.supernet import set_layout, wrap
 from glora.run.checkpoint import load_weights
 from glora.run.errors import JobError
+from glora.spaces import Layout, LayoutError, Space
 from glora.stages.retrain import retrain
+from glora.stages.search import run_search
+from glora.supernet import set_layout, wrap
 
 
 @pytest.fixture(scope="module")

@@ -4,15 +4,14 @@ distilling layout's loss is, and that a planned step leaves the supernet as it f
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import make_vit
 
 from glora.run.errors import ConfigError
 from glora.search import Budget, LayoutOps
 from glora.spaces import Layout, Space
 from glora.stages.sampling import SamplingConfig, step_plan
-from glora.supernet import StepLayout, extreme_layers, glora_layers, set_layout, wrap
-from glora.training import step_loss
-
-from conftest import make_vit
+from glora.supernet import StepLayout, SupernetSteps, extreme_layers, glora_layers, set_layout, wrap
+from glora.training import predict, step_loss
 
 SPACE = Space(ranks=(4, 2, 1))
 
@@ -73,7 +72,7 @@ def test_extreme_layouts_respect_layers_without_a_bias():
 
 def _grads(model, images, labels, members):
     model.zero_grad()
-    loss, _ = step_loss(model, images, labels, members, seed=7, label_smoothing=0.0, device=torch.device("cpu"))
+    loss, _ = step_loss(model, images, labels, SupernetSteps(lambda step: members), 0, seed=7, label_smoothing=0.0, device=torch.device("cpu"))
     loss.backward()
     return loss, {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
@@ -147,7 +146,7 @@ def test_the_evaluator_scores_accuracy_and_loss_of_the_layout_as_a_direct_forwar
     model = _wrapped()
     labels = torch.tensor([0, 1, 2])
     layout = Layout.uniform(model, SPACE, A="vector", E="vector")
-    got = Evaluator(model, [(images, labels)], torch.device("cpu")).scores(layout)
+    got = Evaluator(model, [(images, labels)], torch.device("cpu"), predict).scores(layout)
     with torch.no_grad():
         logits = _forward(model, layout, images)
     assert got["loss"] == pytest.approx(F.cross_entropy(logits, labels).item(), rel=1e-5)

@@ -7,12 +7,12 @@ from dataclasses import replace
 import pandas as pd
 import pytest
 import torch
-
 from conftest import job_config, make_vit, run_cli
-from glora.stages.search import run_search
+
+from glora.run.errors import CheckpointError, JobError
 from glora.search.operators import Budget, BudgetError, LayoutOps
 from glora.spaces import Layout, LayoutError, Space
-from glora.run.errors import CheckpointError, JobError
+from glora.stages.search import run_search
 from glora.stages.train import load_trained
 
 
@@ -102,7 +102,8 @@ def test_rerank_trains_the_top_layouts_and_the_lora_ones_alone_at_each_lr(cache_
     trainer = replace(cfg.trainer, epochs=1)
     model, _, task = wrapped_backbone(replace(cfg, trainer=trainer), sn.space)
     set_layout(model, layout)
-    fit(model, task, replace(cfg.optim, lr=winner["standalone_lr"]), trainer, ("train", "val"))
+    optim = replace(cfg.optim, lr=winner["standalone_lr"])
+    fit(model, task, optim, trainer, ("train", "val"), groups=optim.groups(model))
     model.eval()
     with torch.no_grad():
         hits = [(model(x).argmax(-1) == y).sum().item() for x, y in task.ranking_loader()]

@@ -56,6 +56,7 @@ def test_the_first_generation_holds_the_lora_layouts_that_fit():
     """B = LoRA_r on every layer (the rest none) at every rank of the space under the
     budget: the search always weighs what a LoRA user would have run."""
     from conftest import make_vit
+
     from glora.search import Budget, LayoutOps, run_generations
     from glora.spaces import Layout, Option, Space
     from glora.supernet import wrap
@@ -81,6 +82,7 @@ def test_the_first_generation_holds_the_lora_layouts_that_fit():
 
 def test_lr_multipliers_scale_each_support_tensor_and_nothing_else():
     from conftest import make_vit
+
     from glora.spaces import Space
     from glora.supernet import glora_layers, param_groups, wrap
 
@@ -109,6 +111,7 @@ def _first_step_moves(scale: float, relative: dict | None):
     import torch
     import torch.nn.functional as F
     from conftest import make_vit
+
     from glora.spaces import Layout, Space
     from glora.supernet import glora_layers, param_groups, set_layout, wrap
 
@@ -150,6 +153,7 @@ def test_a_relative_step_moves_w_and_b_by_the_same_amount_whatever_the_weight_sc
 
 def test_relative_step_groups_are_per_layer_and_refuse_tensors_without_a_base():
     from conftest import make_vit
+
     from glora.spaces import Space
     from glora.supernet import glora_layers, param_groups, wrap
 
@@ -171,10 +175,10 @@ def _lrs_fit_steps_at(cache_dir, monkeypatch, *overrides: str):
     """The wrapped model, and each optimizer group's lr at the first step of the ``fit`` that
     a train job's config (with ``overrides``) builds."""
     import torch
+    from conftest import job_config
 
     from glora.stages.setup import wrapped_backbone
     from glora.training import fit
-    from conftest import job_config
 
     cfg = job_config("train", cache_dir, *overrides, "optim.lr=1e-3", "trainer.max_steps=1", "optim.warmup_epochs=0")
     model, _, task = wrapped_backbone(cfg, cfg.space.build())
@@ -186,7 +190,7 @@ def _lrs_fit_steps_at(cache_dir, monkeypatch, *overrides: str):
         return real_step(self, *a, **k)
 
     monkeypatch.setattr(torch.optim.AdamW, "step", step)
-    fit(model, task, cfg.optim, cfg.trainer, ("train", "val"))
+    fit(model, task, cfg.optim, cfg.trainer, ("train", "val"), groups=cfg.optim.groups(model))
     return model, seen
 
 
@@ -211,6 +215,7 @@ def test_relative_steps_reach_the_optimizer(cache_dir, monkeypatch):
 @pytest.mark.parametrize("init, bound", [("kaiming", lambda r, c: (1 / c) ** 0.5), ("xavier", lambda r, c: (6 / (r + c)) ** 0.5)])
 def test_up_factor_inits(init, bound):
     from conftest import make_vit
+
     from glora.spaces import Space
     from glora.supernet import glora_layers, wrap
 
@@ -223,7 +228,8 @@ def test_up_factor_inits(init, bound):
 def test_reports_name_the_steps_that_train_each_support_tensor():
     """A report must not claim a 30x multiplier for a tensor whose lr a fixed lr or a relative
     step replaces."""
-    from glora.training.loop import FixedLrs, OptimConfig, RelativeSteps
+    from glora.stages.config import GLoRAOptimConfig as OptimConfig
+    from glora.supernet import FixedLrs, RelativeSteps
 
     assert OptimConfig().describe_steps() == "lr multipliers {'A': 30.0, 'B': 1.0, 'C': 1.0, 'D': 30.0, 'E': 1.0}"
     text = OptimConfig(fixed_lr=FixedLrs(E=0.01), relative_step=RelativeSteps(A=0.25, D=0.1)).describe_steps()

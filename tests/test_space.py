@@ -1,8 +1,8 @@
 import pytest
 import timm
+from conftest import make_vit
 
 from glora.spaces import LayerShape, Option, Space, SpaceError
-from conftest import make_vit
 
 
 def test_presets_ranks():

@@ -8,9 +8,9 @@ import time
 import pandas as pd
 import pytest
 import torch
+from conftest import BIN, job_config, run_cli
 from safetensors.torch import load_file
 
-from conftest import BIN, job_config, run_cli
 from glora.run.errors import CheckpointError, TrainingError
 from glora.stages.train import train_supernet as train
 

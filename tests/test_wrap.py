@@ -2,8 +2,8 @@
 import pytest
 import timm
 import torch
-
 from conftest import TINY_VIT, make_vit
+
 from glora.spaces import Layout, LayoutError, Space
 from glora.supernet import GLoRALinear, glora_layers, merge, merged_inference, reseed, set_layout, support_parameters, wrap
 

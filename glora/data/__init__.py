@@ -19,6 +19,7 @@ from torch.utils.data import (
 from torchvision import transforms
 
 from glora.run.errors import DataError, require
+
 from .embedded import SOURCE_TASK, TARGET_TASKS, TASKS, make_task
 from .folders import FileListDataset, decode_all, imagefolder_split, vtab1k_split
 from .packaged import REAL_TASKS, load_real_task

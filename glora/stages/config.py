@@ -9,10 +9,10 @@ from typing import Any, Optional, TypeVar
 from glora.backbone import ModelConfig
 from glora.data import DataConfig
 from glora.embedded_backbone import PretrainConfig
-from glora.supernet import GLoRAConfig
+from glora.supernet import GLoRAConfig, SupportSteps
 from glora.training import OptimConfig, TrainerConfig
 
-__all__ = ["JobConfig", "PathsConfig", "TrainingJobConfig", "narrow"]
+__all__ = ["GLoRAOptimConfig", "JobConfig", "PathsConfig", "TrainingJobConfig", "narrow"]
 
 T = TypeVar("T")
 
@@ -21,6 +21,20 @@ T = TypeVar("T")
 class PathsConfig:
     runs: str = "runs"  # every job's run dir lives under here
     cache: str = "runs/cache"  # the embedded backbone, pretrained once
+
+
+@dataclass
+class GLoRAOptimConfig(SupportSteps, OptimConfig):
+    """The ``optim`` group: the trainer's AdamW and schedule, and GLoRA's per-support-tensor
+    steps (``optim.lr_mult`` / ``fixed_lr`` / ``relative_step``) that become its groups."""
+
+    def __post_init__(self) -> None:
+        OptimConfig.__post_init__(self)
+        SupportSteps.__post_init__(self)
+
+    def groups(self, model) -> list[dict]:
+        """AdamW's parameter groups for ``model`` at ``optim.lr`` (``fit(groups=...)``)."""
+        return self.param_groups(model, self.lr)
 
 
 @dataclass
@@ -41,7 +55,7 @@ class TrainingJobConfig(JobConfig):
     model: ModelConfig = field(default_factory=ModelConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     data: DataConfig = field(default_factory=DataConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
+    optim: GLoRAOptimConfig = field(default_factory=GLoRAOptimConfig)
     glora: GLoRAConfig = field(default_factory=GLoRAConfig)
 
 

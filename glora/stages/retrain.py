@@ -22,9 +22,9 @@ from glora.run.errors import JobError, require
 from glora.run.io import ensure_writable, write_json_atomic
 from glora.spaces import Layout
 from glora.supernet import merge, parameterisation, save_adapter, set_layout
-from glora.training import Checkpoint, OptimConfig, RunFiles, fit, predict
+from glora.training import Checkpoint, RunFiles, fit, predict
 
-from .config import TrainingJobConfig
+from .config import GLoRAOptimConfig, TrainingJobConfig
 from .setup import wrapped_backbone
 
 __all__ = ["PROTOCOLS", "RetrainConfig", "RetrainJobConfig", "retrain"]
@@ -52,7 +52,7 @@ class RetrainJobConfig(TrainingJobConfig):
     retrain: RetrainConfig = field(default_factory=RetrainConfig)
 
 
-def retrain_optim(cfg: RetrainJobConfig, layout: Layout) -> OptimConfig:
+def retrain_optim(cfg: RetrainJobConfig, layout: Layout) -> GLoRAOptimConfig:
     """``cfg.optim``, at the lr the search's re-ranking chose for this layout when it chose
     one from a grid of lrs (its layout.json's ``standalone_lr`` among ``standalone_lrs``):
     that choice was made on val, so it is the tuned lr a user who asked for a grid expects
@@ -90,7 +90,7 @@ def retrain(cfg: RetrainJobConfig, run_dir: Path) -> dict:
     summary = {"identity": identity, "backbone": spec.to_dict(), "config": asdict(cfg)}
     callbacks = (Checkpoint(run_dir, identity, "retrain.safetensors"),
                  RunFiles(run_dir, f"retraining {layout.hash} on {task.name}", summary, cfg.trainer.seed))
-    fit(model, task, optim, cfg.trainer, (train_split, report_split), callbacks)
+    fit(model, task, optim, cfg.trainer, (train_split, report_split), callbacks, groups=optim.groups(model))
 
     # ---- merge, check, export ------------------------------------------------------------
     device = pick_device(cfg.trainer.device)

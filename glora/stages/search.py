@@ -25,7 +25,7 @@ from glora.search.plots import pareto_front, plot_layout_heatmap, plot_pareto, p
 from glora.search.report import markdown_table
 from glora.spaces import PRESETS, Layout, LayoutError, model_name, parse_option
 from glora.supernet import set_layout
-from glora.training import fit
+from glora.training import fit, predict
 
 from .config import JobConfig
 from .front import FRONT_CSV, write_front
@@ -66,7 +66,7 @@ def run_search(cfg: SearchJobConfig, run_dir: Path) -> dict:
     template = Layout.sample(supernet.model, supernet.space, seed=0)
     ops = LayoutOps(template, Budget(int(s.budget), int(s.min_params)), s.max_tries)
     seeds = tuple(_seed_layers(path, supernet) for path in s.seed_layouts)
-    evaluate = Evaluator(supernet.model, supernet.task.ranking_loader(), device)
+    evaluate = Evaluator(supernet.model, supernet.task.ranking_loader(), device, predict)
     identity = {"supernet": str(Path(cfg.supernet).resolve()), "strategy": name, "budget": int(s.budget),
                 "min_params": int(s.min_params), "seed": s.seed, "space": supernet.space.to_dict(),
                 **({"targets": sorted(int(t) for t in s.targets), "target_share": s.target_share} if getattr(s, "targets", None) else {})}
@@ -136,8 +136,9 @@ def _rerank(run_dir: Path, s: SearchConfig, records: list[Record], ops: LayoutOp
         layout, lr = run
         model, _, task = wrapped_backbone(replace(base, trainer=trainer), supernet.space)
         set_layout(model, layout)
-        fit(model, task, replace(base.optim, lr=lr), trainer, ("train", "val"), local=True)
-        return Evaluator(model, task.ranking_loader(), pick_device(trainer.device))(layout)
+        optim = replace(base.optim, lr=lr)
+        fit(model, task, optim, trainer, ("train", "val"), local=True, groups=optim.groups(model))
+        return Evaluator(model, task.ranking_loader(), pick_device(trainer.device), predict)(layout)
 
     score = _split_over_ranks(timed(standalone))
     todo = [(r, lr) for r in candidates for lr in lrs if rerank_key(r.hash, lr) not in done]

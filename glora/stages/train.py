@@ -19,7 +19,7 @@ from glora.run.checkpoint import WEIGHTS, load_weights
 from glora.run.errors import CheckpointError
 from glora.run.io import write_json_atomic
 from glora.spaces import Space, SpaceConfig
-from glora.supernet import parameterisation, wrap
+from glora.supernet import SupernetSteps, parameterisation, wrap
 from glora.training import Checkpoint, RunFiles, fit
 
 from .config import TrainingJobConfig
@@ -47,7 +47,8 @@ def train_supernet(cfg: TrainJobConfig, run_dir: Path) -> dict:
     identity = {"parameterisation": parameterisation(cfg.glora.vector_b), "model": spec.name, "kwargs": spec.kwargs, "num_classes": task.num_classes, "space": space.to_dict()}
     summary = {"identity": identity, "backbone": spec.to_dict(), "config": asdict(cfg)}
     callbacks = (Checkpoint(run_dir, identity), RunFiles(run_dir, f"supernet training: {task.name}", summary, cfg.trainer.seed))
-    history = fit(model, task, cfg.optim, cfg.trainer, callbacks=callbacks, plan=step_plan(model, cfg.sampling, cfg.trainer.seed))
+    history = fit(model, task, cfg.optim, cfg.trainer, callbacks=callbacks, groups=cfg.optim.groups(model),
+                  hook=SupernetSteps(step_plan(model, cfg.sampling, cfg.trainer.seed)))
     metrics = {"epochs_done": len(history), "complete": len(history) >= cfg.trainer.epochs,
                **({k: v for k, v in history[-1].items() if "/" in k} if history else {})}
     if distributed.is_main():

@@ -2,9 +2,9 @@
 inference loop (``predict``)."""
 from .callbacks import Checkpoint, RunFiles
 from .inference import evaluate, pre_logits, predict
-from .loop import EVAL_SEED, Callback, LoopState, OptimConfig, TrainerConfig, fit, step_loss, step_seed, warmup_cosine
+from .loop import Callback, LoopState, OptimConfig, StepHook, StepMember, TaskLoaders, TrainerConfig, fit, step_loss, step_seed, warmup_cosine
 
 __all__ = [
-    "EVAL_SEED", "Callback", "Checkpoint", "LoopState", "OptimConfig", "RunFiles", "TrainerConfig",
+    "Callback", "Checkpoint", "LoopState", "OptimConfig", "RunFiles", "StepHook", "StepMember", "TaskLoaders", "TrainerConfig",
     "evaluate", "fit", "pre_logits", "predict", "step_loss", "step_seed", "warmup_cosine",
 ]

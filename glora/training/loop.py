@@ -7,8 +7,8 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass, field
-from collections.abc import Callable, Sequence
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import Optional, Protocol
 
 import torch
@@ -16,105 +16,73 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from glora.data import TaskData
 from glora.run import distributed
 from glora.run.device import autocast, pick_device
 from glora.run.errors import TrainingError, require
-from glora.supernet import RANDOM_LAYOUT, StepLayout, is_wrapped, param_groups, release_step_layout, reseed, use_step_layout
 
 from .inference import evaluate
 
-__all__ = ["step_loss", "Callback", "FixedLrs", "LoopState", "LrMultipliers", "OptimConfig", "RelativeSteps", "TrainerConfig", "fit", "step_seed", "warmup_cosine", "EVAL_SEED"]
+__all__ = ["step_loss", "Callback", "LoopState", "OptimConfig", "StepHook", "StepMember", "TaskLoaders", "TrainerConfig", "fit", "step_seed", "warmup_cosine"]
 
 log = logging.getLogger(__name__)
 
-EVAL_SEED = 12345  # a supernet's validation always sees the same sequence of random subnets
 
 
-@dataclass
-class LrMultipliers:
-    """Per support tensor, a multiple of ``optim.lr``: Adam moves every tensor by ~lr a step,
-    but W0⊙A and b0⊙D move W and b by |W0|, |b0| (~1e-2) times that. The defaults (A, D ×30)
-    were chosen on validation data (benchmarks/results/recipe-standalone-cpu.md)."""
+class TaskLoaders(Protocol):
+    """Where ``fit`` gets its batches (``glora.data.TaskData`` is one): a loader per split."""
 
-    A: float = 30.0
-    B: float = 1.0
-    C: float = 1.0
-    D: float = 30.0
-    E: float = 1.0
-
-    def __post_init__(self) -> None:
-        for tensor, value in asdict(self).items():
-            require(value > 0, f"optim.lr_mult.{tensor}", value, "use a positive multiple of optim.lr (1 = none)")
+    def loader(self, split: str, train: bool = False, seed: int = 0, rank: int = 0, world: int = 1) -> Iterable: ...
 
 
-def _require_null_or_positive(steps, prefix: str, fix: str) -> None:
-    """Each per-support-tensor field of ``steps`` is null (lr x lr_mult) or a finite positive value."""
-    for tensor, value in asdict(steps).items():
-        require(value is None or (math.isfinite(value) and value > 0), f"{prefix}.{tensor}", value, fix)
+class StepMember(Protocol):
+    """One forward of a training step: a ``teacher``'s soft predictions become the targets of
+    the members after it that ``distill``."""
+
+    teacher: bool
+    distill: bool
 
 
-@dataclass
-class FixedLrs:
-    """Per support tensor, an lr of its own that neither ``optim.lr`` nor ``optim.lr_mult``
-    moves (null: ``lr × lr_mult``). With A and D fixed at the step the multipliers give at
-    the recipe's lr, an lr grid tunes the additive paths without driving W0⊙A and b0⊙D to
-    30× a large lr."""
+class StepHook(Protocol):
+    """What a model does around the loop's steps, for models whose forward depends on more
+    than their weights (a weight-sharing supernet: which sub-models a step trains). The loop
+    calls ``members`` once a step, ``put`` before each member's forward, ``release`` after
+    the step and ``before_eval`` before each evaluation."""
 
-    A: Optional[float] = None
-    B: Optional[float] = None
-    C: Optional[float] = None
-    D: Optional[float] = None
-    E: Optional[float] = None
+    def members(self, step: int) -> Sequence[StepMember]: ...
 
-    def __post_init__(self) -> None:
-        _require_null_or_positive(self, "optim.fixed_lr", "use null (optim.lr x optim.lr_mult) or a positive lr, e.g. 0.03")
+    def put(self, model: nn.Module, member: StepMember, seed: int) -> None: ...
+
+    def release(self, model: nn.Module) -> None: ...
+
+    def before_eval(self, model: nn.Module) -> None: ...
 
 
-@dataclass
-class RelativeSteps:
-    """For the multiplicative paths, a step relative to the backbone's own weights: A's lr
-    in each layer is ``optim.lr × A / mean|W0|`` of that layer (D's: ``/ mean|b0|``), so
-    W0 ⊙ A and b0 ⊙ D move W and b by ~``A × lr`` a step on any backbone (null: ``lr ×
-    lr_mult``). A constant multiplier cannot do that: mean|W0| is 0.026 on the embedded
-    ViT and 0.012 on DINOv2 ViT-S/14, mean|b0| 0.010 and 0.23 (from 0.04 to 1.5 by layer)."""
+@dataclass(frozen=True)
+class _AsIs:
+    """The one member of a step without a hook: the model as it stands."""
 
-    A: Optional[float] = None
-    D: Optional[float] = None
+    teacher: bool = False
+    distill: bool = False
 
-    def __post_init__(self) -> None:
-        _require_null_or_positive(self, "optim.relative_step", "use null (optim.lr x optim.lr_mult) or a positive step relative to lr, e.g. 1.0")
+
+_AS_IS = (_AsIs(),)
 
 
 @dataclass
 class OptimConfig:
-    """AdamW with linear warm-up then cosine decay."""
+    """AdamW with linear warm-up then cosine decay. ``fit`` gives every parameter group it
+    receives this schedule; how the groups' lrs differ is the caller's business."""
 
     lr: float = 1e-3
     weight_decay: float = 1e-4
     warmup_epochs: float = 2.0
     min_lr_ratio: float = 0.0
-    lr_mult: LrMultipliers = field(default_factory=LrMultipliers)  # e.g. optim.lr_mult.A=30
-    fixed_lr: FixedLrs = field(default_factory=FixedLrs)  # e.g. optim.fixed_lr.A=0.03 (then lr_mult.A is unused)
-    relative_step: RelativeSteps = field(default_factory=RelativeSteps)  # e.g. optim.relative_step.D=0.3 (then lr_mult.D is unused)
 
     def __post_init__(self) -> None:
         require(math.isfinite(self.lr) and self.lr > 0, "optim.lr", self.lr, "use a positive learning rate, e.g. optim.lr=1e-3")
         require(self.weight_decay >= 0, "optim.weight_decay", self.weight_decay, "use 0 or a positive decay, e.g. 1e-4")
         require(self.warmup_epochs >= 0, "optim.warmup_epochs", self.warmup_epochs, "use 0 (no warm-up) or more epochs")
         require(0 <= self.min_lr_ratio <= 1, "optim.min_lr_ratio", self.min_lr_ratio, "use a fraction of optim.lr in [0, 1]")
-        for tensor, step in asdict(self.relative_step).items():
-            require(step is None or getattr(self.fixed_lr, tensor) is None, f"optim.relative_step.{tensor}", step,
-                    f"optim.fixed_lr.{tensor} is set too: set one of the two (null the other)")
-
-    def describe_steps(self) -> str:
-        """The per-support-tensor steps in words, for reports: the multipliers, and the
-        fixed lrs and relative steps that replace them where set."""
-        fixed = {k: v for k, v in asdict(self.fixed_lr).items() if v is not None}
-        relative = {k: v for k, v in asdict(self.relative_step).items() if v is not None}
-        mult = {k: v for k, v in asdict(self.lr_mult).items() if k not in fixed and k not in relative}
-        return "; ".join([f"lr multipliers {mult}", *([f"fixed lrs {fixed}"] if fixed else []),
-                          *([f"steps relative to each layer's mean|W0| (A) / mean|b0| (D) {relative}"] if relative else [])])
 
 
 @dataclass
@@ -176,17 +144,18 @@ class Callback(Protocol):
 
 
 def step_loss(
-    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, members: Optional[Sequence[StepLayout]], seed: int,
+    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, hook: Optional[StepHook], step: int, seed: int,
     label_smoothing: float, device: torch.device,
 ) -> tuple[torch.Tensor, float]:
     """One step's loss (and correct predictions, averaged over members): cross-entropy of
-    the model as it stands, or with ``members`` the mean over the layouts they put in
-    place in turn, a distilling member scored against the soft predictions of the last
-    teacher before it instead of the labels."""
+    the model as it stands, or with a ``hook`` the mean over the members it puts in place
+    in turn (member ``i`` with ``seed + i``), a distilling member scored against the soft
+    predictions of the last teacher before it instead of the labels."""
     loss, correct, teacher = torch.zeros((), device=device), 0.0, None
-    for index, member in enumerate(members if members is not None else (RANDOM_LAYOUT,)):
-        if members is not None:
-            use_step_layout(model, member, seed + index)
+    members = hook.members(step) if hook is not None else _AS_IS
+    for index, member in enumerate(members):
+        if hook is not None:
+            hook.put(model, member, seed + index)
         with autocast(device):
             logits = model(images).float()
             target = teacher if member.distill and teacher is not None else labels
@@ -194,36 +163,35 @@ def step_loss(
         if member.teacher:
             teacher = logits.detach().softmax(-1)
         correct += (logits.argmax(-1) == labels).sum().item()
-    if members is not None:
-        release_step_layout(model)
-    count = len(members) if members is not None else 1
-    return loss / count, correct / count
+    if hook is not None:
+        hook.release(model)
+    return loss / len(members), correct / len(members)
 
 
 def fit(
-    model: nn.Module, task: TaskData, optim: OptimConfig, trainer: TrainerConfig,
+    model: nn.Module, task: TaskLoaders, optim: OptimConfig, trainer: TrainerConfig,
     splits: tuple[str, str] = ("train", "val"), callbacks: tuple[Callback, ...] = (), local: bool = False,
-    plan: Optional[Callable[[int], Sequence[StepLayout]]] = None,
+    groups: Optional[list[dict]] = None, hook: Optional[StepHook] = None,
 ) -> list[dict]:
     """Train ``model``'s trainable parameters on ``splits[0]``, evaluate on ``splits[1]``
-    after every epoch; returns the history (one dict per epoch). A GLoRA supernet draws
-    each step's layout from a generator seeded by (seed, step), so resumed and
-    multi-process runs draw the same layouts; fixed layouts and plain models ignore it.
-    Under torchrun, gradients are averaged over ranks: N ranks × batch b == one process
-    × batch N·b; ``local`` trains in this process alone even there (rank 0 making the
-    embedded backbone while the others wait). A supernet's ``plan(step)`` lists the layouts
-    that step trains (default: one random layout); their losses are averaged into one
-    update, and a member that distils learns the soft predictions of the teacher before it."""
+    after every epoch; returns the history (one dict per epoch). ``groups``: AdamW's
+    parameter groups, each with its own lr (default: every trainable parameter at
+    ``optim.lr``); the warm-up and cosine schedule scale them all. ``hook``: what the model
+    does around each step (``StepHook``); it is handed ``step_seed(seed, step)``, so resumed
+    and multi-process runs draw the same sub-models. Under torchrun, gradients are averaged
+    over ranks: N ranks × batch b == one process × batch N·b; ``local`` trains in this
+    process alone even there (rank 0 making the embedded backbone while the others wait)."""
     train_split, eval_split = splits
     device = pick_device(trainer.device)
     model.to(device)
     params = [p for p in model.parameters() if p.requires_grad]
-    supernet = is_wrapped(model)
     sync = not local and distributed.world_size() > 1
     rank, world = (distributed.rank(), distributed.world_size()) if sync else (0, 1)
     steps_per_epoch = len(task.loader(train_split, train=True, rank=rank, world=world))
     total_steps = trainer.epochs * steps_per_epoch if trainer.max_steps is None else min(trainer.max_steps, trainer.epochs * steps_per_epoch)
-    optimizer = torch.optim.AdamW(param_groups(model, optim.lr, asdict(optim.lr_mult), asdict(optim.fixed_lr), asdict(optim.relative_step)), lr=optim.lr, weight_decay=optim.weight_decay)
+    if groups is None:
+        groups = [{"params": params, "lr": optim.lr, "name": "rest"}]
+    optimizer = torch.optim.AdamW(groups, lr=optim.lr, weight_decay=optim.weight_decay)
     schedule = warmup_cosine(optimizer, round(optim.warmup_epochs * steps_per_epoch), total_steps, optim.min_lr_ratio)
     state = LoopState(model, optimizer, schedule, trainer.epochs)
     for callback in callbacks:
@@ -240,10 +208,7 @@ def fit(
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{trainer.epochs}", unit="step", dynamic_ncols=True, disable=not distributed.is_main())
         for images, labels in bar:
             images, labels = images.to(device), labels.to(device)
-            if supernet and plan is None:
-                reseed(model, step_seed(trainer.seed, state.step))
-            members = plan(state.step) if plan is not None else None
-            loss, right = step_loss(model, images, labels, members, step_seed(trainer.seed, state.step), trainer.label_smoothing, device)
+            loss, right = step_loss(model, images, labels, hook, state.step, step_seed(trainer.seed, state.step), trainer.label_smoothing, device)
             correct += right
             loss_value = loss.item()
             mean_loss = distributed.all_reduce_sum([loss_value], device)[0] / world if sync else loss_value  # every rank stops together
@@ -268,8 +233,8 @@ def fit(
             loss_sum, correct, seen = distributed.all_reduce_sum([loss_sum, correct, seen], device)
         scores = {}
         if (epoch + 1) % trainer.eval_every == 0 or epoch + 1 == trainer.epochs or state.step >= total_steps:
-            if supernet:
-                reseed(model, EVAL_SEED)
+            if hook is not None:
+                hook.before_eval(model)
             scores = {f"{eval_split}/{k}": v for k, v in evaluate(model, task.loader(eval_split), device).items()}
         state.history.append({
             "epoch": epoch + 1, "step": state.step, "train/loss": loss_sum / seen, "train/acc": correct / seen, **scores,
