@@ -13,10 +13,10 @@ import math
 import random
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import ClassVar
 
-from glora.run.errors import require
+from glora.run.errors import param_count, require
 
 from .operators import Layers, LayoutOps
 from .strategy import Record, SearchConfig, register_strategy, top_k
@@ -139,9 +139,16 @@ class ParetoEvolution(SearchConfig):
         require(0 <= self.mutation_prob <= 1, "search.mutation_prob", self.mutation_prob, "use a per-layer probability in [0, 1], e.g. 0.2")
         require(0 <= self.target_share <= 1, "search.target_share", self.target_share,
                 "use the share in [0, 1] of each generation aimed at search.targets, e.g. 0.5")
-        for t in self.targets:
-            require(self.min_params <= t <= self.budget, "search.targets", list(self.targets),
-                    f"give budgets inside the window [search.min_params={self.min_params:g}, search.budget={self.budget:g}], or []")
+        fix = f"give whole-number budgets inside the window [search.min_params={self.min_params}, search.budget={self.budget}], or []"
+        self.targets = [param_count(t, "search.targets", fix, minimum=0) for t in self.targets]
+        require(all(self.min_params <= t <= self.budget for t in self.targets), "search.targets", list(self.targets), fix)
+
+    def aim(self, budgets: list[int]) -> ParetoEvolution:
+        """Aimed at ``budgets`` unless the user chose ``search.targets`` already."""
+        return self if self.targets else replace(self, targets=list(budgets))
+
+    def aim_identity(self) -> dict:
+        return {"targets": sorted(self.targets), "target_share": self.target_share} if self.targets else {}
 
     def _aimed(self, size: int) -> list[float]:
         """The target of each aimed child of a generation of ``size`` (targets in turn)."""
@@ -156,7 +163,7 @@ class ParetoEvolution(SearchConfig):
         the cheap end of the front starts empty and must be reached by mutation alone."""
         out = [ops.repair(s, rng) for s in seeds]
         aimed = self._aimed(max(0, self.size(0) - len(out)))
-        out += [ops.random_under(int(t), rng) for t in aimed]
+        out += [ops.random_under(t, rng) for t in aimed]
         lo, hi, n = ops.budget.min_params, ops.budget.max_params, self.size(0) - len(out)
         return out + [ops.random_under(lo + (hi - lo) * (i + 1) // n, rng) for i in range(n)]
 
@@ -165,7 +172,7 @@ class ParetoEvolution(SearchConfig):
         if not parents:
             return [ops.random(rng) for _ in range(self.size(generation))]
         aimed = self._aimed(self.size(generation))
-        capped = {t: ops.capped(int(t)) for t in set(aimed)}
+        capped = {t: ops.capped(t) for t in set(aimed)}
         pools = {t: [r.layers for r in top_k([r for r in records if c.legal(r.layers)], max(2, self.population // 5))]
                  for t, c in capped.items()}  # each target's parents: the best records under it, as Evolution's top-k
         seen = {r.hash for r in records}

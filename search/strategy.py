@@ -7,7 +7,7 @@ import random
 from dataclasses import dataclass, field
 from typing import ClassVar, Optional
 
-from glora.run.errors import JobError, require
+from glora.run.errors import JobError, param_count, require
 from glora.spaces import Choice
 
 from .operators import LayoutOps
@@ -32,8 +32,8 @@ class SearchConfig:
     """Settings every strategy has. Generation 0 holds ``population`` layouts: the user's
     ``seed_layouts`` (made legal), then random legal layouts."""
 
-    budget: float = 20000  # max trainable params of the support tensors (the head is apart)
-    min_params: float = 0
+    budget: float = 20000  # max trainable params of the support tensors (the head is apart); an int after the check
+    min_params: float = 0  # an int after the check
     population: int = 50
     generations: int = 20
     max_tries: int = 50  # re-draws of an illegal child before it is repaired to the budget
@@ -55,9 +55,10 @@ class SearchConfig:
     multi_objective: ClassVar[bool] = False
 
     def __post_init__(self) -> None:
-        require(self.budget > 0, "search.budget", self.budget,
-                "set the most trainable params a layout may have (support tensors, head apart), e.g. search.budget=20000")
-        require(0 <= self.min_params <= self.budget, "search.min_params", self.min_params, f"use a value in [0, search.budget={self.budget:g}]")
+        self.budget = param_count(self.budget, "search.budget", "set the most trainable params a layout may have (support tensors, "
+                                  "head apart) as a whole number, e.g. search.budget=20000")
+        self.min_params = param_count(self.min_params, "search.min_params", f"use a whole number in [0, search.budget={self.budget}]", minimum=0)
+        require(self.min_params <= self.budget, "search.min_params", self.min_params, f"use a whole number in [0, search.budget={self.budget}]")
         require(self.population >= 1, "search.population", self.population, "use at least 1 layout per generation, e.g. 50")
         require(self.generations >= 1, "search.generations", self.generations, "use at least 1 generation, e.g. 20")
         require(self.max_tries >= 1, "search.max_tries", self.max_tries, "use at least 1 draw before a repair, e.g. 50")
@@ -67,6 +68,15 @@ class SearchConfig:
                 "use null (the supernet's epochs) or at least 1 epoch")
         require(all(lr > 0 for lr in self.rerank_lrs) and len(set(self.rerank_lrs)) == len(self.rerank_lrs), "search.rerank_lrs",
                 list(self.rerank_lrs), "use distinct lrs > 0, e.g. [1e-3,3e-3,1e-2], or [] for the supernet's optim.lr")
+
+    def aim(self, budgets: list[int]) -> SearchConfig:
+        """These settings for a search whose results are read at ``budgets`` (the pipeline's):
+        a strategy that can aim at several budgets at once returns a copy that does."""
+        return self
+
+    def aim_identity(self) -> dict:
+        """What ``aim`` set, for a run's identity (a resumed run must aim the same way)."""
+        return {}
 
     def size(self, generation: int) -> int:
         """How many candidates ``generation`` proposes."""

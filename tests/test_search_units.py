@@ -4,6 +4,7 @@ import random
 
 import pandas as pd
 import pytest
+from conftest import job_config
 
 from glora.run.errors import JobError
 from glora.search import STRATEGIES, Evolution, RandomSearch, get_strategy, strategy_name
@@ -235,3 +236,38 @@ def test_reports_name_the_steps_that_train_each_support_tensor():
     text = OptimConfig(fixed_lr=FixedLrs(E=0.01), relative_step=RelativeSteps(A=0.25, D=0.1)).describe_steps()
     assert text == ("lr multipliers {'B': 1.0, 'C': 1.0}; fixed lrs {'E': 0.01}; "
                     "steps relative to each layer's mean|W0| (A) / mean|b0| (D) {'A': 0.25, 'D': 0.1}")
+
+
+@pytest.mark.parametrize("override, field", [
+    ("search.budget=0.5", "search.budget"), ("search.budget=inf", "search.budget"), ("search.budget=nan", "search.budget"),
+    ("search.min_params=10.5", "search.min_params"), ("search.budget=1000 search.min_params=2000", "search.min_params"),
+])
+def test_a_budget_that_is_no_whole_number_of_params_is_refused_where_it_is_read(tmp_path, override, field):
+    from glora.run.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=rf"^{field.replace('.', '[.]')}=.* cannot work: .*whole number"):
+        job_config("search", tmp_path, *override.split(" "))
+
+
+def test_budgets_become_ints_once_at_the_config(tmp_path):
+    from glora.run.errors import ConfigError
+
+    cfg = job_config("search", tmp_path, "search.budget=2e4", "search.min_params=1e3")
+    assert (cfg.search.budget, cfg.search.min_params) == (20000, 1000) and type(cfg.search.budget) is int
+    pipe = job_config("pipeline", tmp_path, "pipeline.budgets=[5e3,2e4]", "retrain.budget=3e4")
+    assert pipe.pipeline.budgets == [5000, 20000] and all(type(b) is int for b in pipe.pipeline.budgets) and pipe.retrain.budget == 30000
+    for override, field in (("pipeline.budgets=[inf]", "pipeline.budgets"), ("pipeline.budgets=[2e4,0.5]", "pipeline.budgets"),
+                            ("retrain.budget=1.5", "retrain.budget")):
+        with pytest.raises(ConfigError, match=rf"^{field.replace('.', '[.]')}="):
+            job_config("pipeline", tmp_path, override)
+
+
+def test_aim_points_a_front_search_at_the_budgets_and_leaves_one_budget_searches_alone():
+    from glora.search import Evolution, ParetoEvolution
+
+    evolution = Evolution(budget=3000)
+    assert evolution.aim([1000, 2000]) is evolution and evolution.aim_identity() == {}
+    front = ParetoEvolution(budget=3000).aim([2000, 1000])
+    assert front.targets == [2000, 1000] and front.aim_identity() == {"targets": [1000, 2000], "target_share": 0.5}
+    chosen = ParetoEvolution(budget=3000, targets=[1500])
+    assert chosen.aim([1000, 2000]).targets == [1500]  # the user's own targets stand

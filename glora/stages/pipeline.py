@@ -27,7 +27,7 @@ from typing import Optional
 import pandas as pd
 
 from glora.data import task_label
-from glora.run.errors import JobError, require
+from glora.run.errors import JobError, param_count, require
 from glora.run.io import atomic_write, write_json_atomic, write_text_atomic
 from glora.search import SearchConfig
 from glora.search.report import markdown_table
@@ -53,8 +53,8 @@ class PipelineConfig:
         require(self.supernet_epochs is None or self.supernet_epochs >= 1, "pipeline.supernet_epochs", self.supernet_epochs,
                 "use null (trainer.epochs) or a positive number of epochs, e.g. pipeline.supernet_epochs=500")
         require(self.tasks is None or len(self.tasks) >= 1, "pipeline.tasks", self.tasks, "name at least one task, e.g. pipeline.tasks=[count]")
-        require(len(self.budgets) >= 1 and all(b > 0 for b in self.budgets), "pipeline.budgets", self.budgets,
-                "give at least one positive budget, e.g. pipeline.budgets=[2e4]")
+        require(len(self.budgets) >= 1, "pipeline.budgets", self.budgets, "give at least one positive budget, e.g. pipeline.budgets=[2e4]")
+        self.budgets = [param_count(b, "pipeline.budgets", "give positive whole-number budgets, e.g. pipeline.budgets=[2e4]") for b in self.budgets]
 
 
 @dataclass
@@ -77,18 +77,16 @@ def _searched_layouts(cfg: PipelineJobConfig, train_dir: Path, run_dir: Path, ta
     if not searching.multi_objective:
         out = []
         for budget in budgets:
-            log.info("== %s: search under %d params", task, int(budget))
-            search_dir = run_dir / f"search-{task}-{int(budget)}"
+            log.info("== %s: search under %d params", task, budget)
+            search_dir = run_dir / f"search-{task}-{budget}"
             found = run_search(narrow(cfg, SearchJobConfig, supernet=str(train_dir), search=replace(searching, budget=budget), resume=None),
                                search_dir)
             out.append((budget, search_dir / "layout.json", found["best_val_acc"]))
         return out
     search_dir = run_dir / f"search-{task}-front"
-    log.info("== %s: one front search between %d and %d params for budgets %s", task, int(cfg.search.min_params), int(max(budgets)),
-             [int(b) for b in budgets])
-    search = replace(searching, budget=max(budgets))
-    if hasattr(search, "targets") and not search.targets:  # aim the front at the budgets it is read at
-        search = replace(search, targets=list(budgets))
+    log.info("== %s: one front search between %d and %d params for budgets %s", task, cfg.search.min_params, max(budgets),
+             budgets)
+    search = replace(searching, budget=max(budgets)).aim(list(budgets))  # aimed at the budgets it is read at
     run_search(narrow(cfg, SearchJobConfig, supernet=str(train_dir), search=search, resume=None), search_dir)
     front = read_front(search_dir)
     points = [best_under(front, budget, "pipeline.budgets") for budget in budgets]  # every budget checked before any retraining
@@ -98,8 +96,8 @@ def _searched_layouts(cfg: PipelineJobConfig, train_dir: Path, run_dir: Path, ta
 def run_pipeline(cfg: PipelineJobConfig, run_dir: Path) -> pd.DataFrame:
     low = [b for b in cfg.pipeline.budgets if b < cfg.search.min_params]
     if low:
-        raise JobError(f"pipeline.budgets={[int(b) for b in cfg.pipeline.budgets]} has {int(low[0])}, below search.min_params="
-                       f"{int(cfg.search.min_params)}: no layout can be searched under it; lower search.min_params or drop that budget")
+        raise JobError(f"pipeline.budgets={cfg.pipeline.budgets} has {low[0]}, below search.min_params="
+                       f"{cfg.search.min_params}: no layout can be searched under it; lower search.min_params or drop that budget")
     rows, labels = [], []
     started = time.time()
     for task in cfg.pipeline.tasks or [cfg.data.task]:
@@ -111,13 +109,13 @@ def run_pipeline(cfg: PipelineJobConfig, run_dir: Path) -> pd.DataFrame:
         supernet_trainer = replace(cfg.trainer, epochs=cfg.pipeline.supernet_epochs or cfg.trainer.epochs)
         train_supernet(narrow(cfg, TrainJobConfig, data=data, trainer=supernet_trainer, resume=None), train_dir)
         for budget, layout, search_val_acc in _searched_layouts(cfg, train_dir, run_dir, task):
-            tag = f"{task}-{int(budget)}"
+            tag = f"{task}-{budget}"
             log.info("== %s: retrain %s, merge, export", tag, layout.relative_to(run_dir))
             done = retrain(narrow(cfg, RetrainJobConfig, layout=str(layout), data=data,
                                   retrain=replace(cfg.retrain, budget=budget), resume=None), run_dir / f"retrain-{tag}")
             split = done["report_split"]
             rows.append({
-                "task": task, "budget": int(budget), "trainable_params": done["trainable_params"],
+                "task": task, "budget": budget, "trainable_params": done["trainable_params"],
                 "search_val_acc": search_val_acc, f"{split}_acc_retrained": done[f"{split}_acc_unmerged"],
                 f"{split}_acc_merged": done[f"{split}_acc"], "merged_max_logit_diff": done["merged_max_logit_diff"], "lr": done["lr"],
                 "layout_hash": done["layout_hash"], "layout": str(layout.relative_to(run_dir)),
@@ -130,7 +128,7 @@ def run_pipeline(cfg: PipelineJobConfig, run_dir: Path) -> pd.DataFrame:
              if (d / f"{name}.png").is_file()]
     write_text_atomic(run_dir / "report.md", "\n".join([
         "# GLoRA pipeline", "",
-        f"Tasks {labels}, budgets {[int(b) for b in cfg.pipeline.budgets]}, {seconds:.0f} s in all. "
+        f"Tasks {labels}, budgets {cfg.pipeline.budgets}, {seconds:.0f} s in all. "
         "`search_val_acc`: the best layout's val accuracy on the supernet (`layout`: the searched layout it is, "
         "a search's layout.json or a front search's point under the budget); then the layout retrained from the "
         "pretrained backbone, before and after merging into the plain timm model.", "",

@@ -18,7 +18,7 @@ import torch
 from glora.run import distributed
 from glora.run.checkpoint import save_weights
 from glora.run.device import pick_device
-from glora.run.errors import JobError, require
+from glora.run.errors import JobError, param_count, require
 from glora.run.io import ensure_writable, write_json_atomic
 from glora.spaces import Layout
 from glora.supernet import merge, parameterisation, save_adapter, set_layout
@@ -42,7 +42,8 @@ class RetrainConfig:
 
     def __post_init__(self) -> None:
         require(self.protocol in PROTOCOLS, "retrain.protocol", self.protocol, f"use one of {sorted(PROTOCOLS)}")
-        require(self.budget is None or self.budget > 0, "retrain.budget", self.budget, "use null (no limit) or a positive number of params")
+        if self.budget is not None:
+            self.budget = param_count(self.budget, "retrain.budget", "use null (no limit) or a positive whole number of params")
 
 
 @dataclass
@@ -79,7 +80,7 @@ def retrain(cfg: RetrainJobConfig, run_dir: Path) -> dict:
     layout = Layout.load(cfg.layout)
     if cfg.retrain.budget is not None and layout.trainable_params > cfg.retrain.budget:
         raise JobError(
-            f"layout {cfg.layout} has {layout.trainable_params} trainable params, above retrain.budget={int(cfg.retrain.budget)}; "
+            f"layout {cfg.layout} has {layout.trainable_params} trainable params, above retrain.budget={cfg.retrain.budget}; "
             "search again under that budget or raise it"
         )
     optim = retrain_optim(cfg, layout)  # a bad lr in the layout fails here, before any training

@@ -64,12 +64,11 @@ def run_search(cfg: SearchJobConfig, run_dir: Path) -> dict:
             "point at a supernet of that space or drop search.space"
         )
     template = Layout.sample(supernet.model, supernet.space, seed=0)
-    ops = LayoutOps(template, Budget(int(s.budget), int(s.min_params)), s.max_tries)
+    ops = LayoutOps(template, Budget(s.budget, s.min_params), s.max_tries)
     seeds = tuple(_seed_layers(path, supernet) for path in s.seed_layouts)
     evaluate = Evaluator(supernet.model, supernet.task.ranking_loader(), device, predict)
-    identity = {"supernet": str(Path(cfg.supernet).resolve()), "strategy": name, "budget": int(s.budget),
-                "min_params": int(s.min_params), "seed": s.seed, "space": supernet.space.to_dict(),
-                **({"targets": sorted(int(t) for t in s.targets), "target_share": s.target_share} if getattr(s, "targets", None) else {})}
+    identity = {"supernet": str(Path(cfg.supernet).resolve()), "strategy": name, "budget": s.budget,
+                "min_params": s.min_params, "seed": s.seed, "space": supernet.space.to_dict(), **s.aim_identity()}
 
     records, start_gen = _resume(run_dir, identity)
     started = time.time()
@@ -233,12 +232,12 @@ def _write_outputs(run_dir: Path, cfg: SearchJobConfig, records: list[Record], b
     layout = ops.layout(best.layers, metrics={"val_acc": best.val_acc, **won})
     layout.save(run_dir / "layout.json")
     plot_search_curve(history, run_dir / "search_curve.png")
-    plot_pareto(history, run_dir / "pareto.png", int(cfg.search.budget))
+    plot_pareto(history, run_dir / "pareto.png", cfg.search.budget)
     plot_layout_heatmap(layout, run_dir / "layout_heatmap.png")
     s = cfg.search
-    on_front = write_front(run_dir, records, ops, int(s.budget), int(s.min_params), history) if s.multi_objective else {}
+    on_front = write_front(run_dir, records, ops, s.budget, s.min_params, history) if s.multi_objective else {}
     metrics = {
-        "strategy": name, "budget": int(cfg.search.budget), "min_params": int(cfg.search.min_params),
+        "strategy": name, "budget": cfg.search.budget, "min_params": cfg.search.min_params,
         "best_val_acc": best.val_acc, "best_trainable_params": best.params, "best_layout_hash": best.hash,
         "evaluations": len(records), "generations": cfg.search.generations, "seconds": round(seconds, 2),
         "supernet": str(Path(cfg.supernet).resolve()), "task": supernet.task.name, **on_front,
@@ -250,7 +249,7 @@ def _write_outputs(run_dir: Path, cfg: SearchJobConfig, records: list[Record], b
     write_text_atomic(run_dir / "report.md", "\n".join([
         f"# Search report: {name} on `{supernet.task.name}`",
         "",
-        f"Budget {int(cfg.search.budget):,} trainable params (min {int(cfg.search.min_params):,}); "
+        f"Budget {cfg.search.budget:,} trainable params (min {cfg.search.min_params:,}); "
         f"{len(records)} layouts evaluated over {cfg.search.generations} generations in {seconds:.1f} s.",
         f"Best: `{best.hash}` with val accuracy {best.val_acc:.4f} at {best.params:,} params (`layout.json`).",
         *([f"Front: {on_front['front_size']} points in `{FRONT_CSV}` (each layout in `front/<params>.json`), hypervolume "
