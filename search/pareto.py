@@ -21,7 +21,7 @@ from glora.run.errors import param_count, require
 from .operators import Layers, LayoutOps
 from .strategy import Record, SearchConfig, register_strategy, top_k
 
-__all__ = ["ParetoEvolution", "Point", "crowding_distance", "dominates", "front", "hypervolume", "non_dominated_sort", "nsga_order"]
+__all__ = ["ParetoEvolution", "Point", "crowding_distance", "dominates", "front", "hypervolume", "non_dominated_sort", "nsga_order", "staircase"]
 
 #: (trainable params, validation accuracy)
 Point = tuple[float, float]
@@ -84,6 +84,17 @@ def nsga_order(points: Sequence[Point]) -> list[int]:
 
 def _points(records: Sequence[Record]) -> list[Point]:
     return [(float(r.params), float(r.val_acc)) for r in records]
+
+
+def staircase(points: Sequence[Point]) -> list[int]:
+    """The one Pareto front every report, plot and front file uses: indices of the points
+    nothing dominates, one per params count (the first of equal points), by params, so
+    accuracy rises strictly along it."""
+    first = non_dominated_sort(points)[0] if points else []
+    kept: dict[float, int] = {}
+    for i in sorted(first, key=lambda i: (points[i][0], i)):
+        kept.setdefault(points[i][0], i)
+    return list(kept.values())
 
 
 def front(records: Sequence[Record]) -> list[Record]:

@@ -15,6 +15,8 @@ from matplotlib.colors import ListedColormap  # noqa: E402
 from glora.run.plots import Drawn, save_figure  # noqa: E402
 from glora.spaces import TENSORS, Layout  # noqa: E402
 
+from .pareto import staircase  # noqa: E402
+
 __all__ = ["plot_search_curve", "plot_pareto", "plot_front", "plot_layout_heatmap", "pareto_front"]
 
 
@@ -31,9 +33,10 @@ def plot_search_curve(history: pd.DataFrame, path: Path) -> Drawn:
 
 
 def pareto_front(history: pd.DataFrame) -> pd.DataFrame:
-    """Layouts that no other layout beats on both fewer params and higher accuracy."""
-    ordered = history.sort_values(["trainable_params", "val_acc"], ascending=[True, False])
-    return ordered[ordered["val_acc"] > ordered["val_acc"].cummax().shift(fill_value=-1.0)]
+    """The rows of ``history`` (one per evaluated layout, in evaluation order) on the front
+    (``pareto.staircase``), by params."""
+    points = list(zip(history["trainable_params"].astype(float), history["val_acc"].astype(float)))
+    return history.iloc[staircase(points)]
 
 
 def plot_pareto(history: pd.DataFrame, path: Path, budget: int | None = None) -> Drawn:

@@ -261,3 +261,24 @@ def test_settings_are_checked_and_composed_from_hydra():
         assert cfg.search == ParetoEvolution(mutation_prob=0.3, population=8, generations=3)
         with pytest.raises(ConfigCompositionException, match="top_k"):
             compose("search", overrides=["search=pareto", "search.top_k=3"])
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_the_front_file_the_plots_and_the_report_share_one_front(seed):
+    """front.csv (front_records), the plots and the search report (pareto_front) draw the same
+    staircase: the naive non-dominated set, one point per params count, the first evaluated."""
+    import pandas as pd
+
+    from glora.search.plots import pareto_front
+    from glora.stages.front import front_records
+
+    rng = random.Random(seed)
+    points = [(rng.randrange(0, 20) * 100, rng.choice([0.1, 0.2, 0.3, 0.4, 0.5])) for _ in range(50)]  # repeats on purpose
+    records = [Record(0, str(i), {}, p, a, 0.0) for i, (p, a) in enumerate(points)]
+    history = pd.DataFrame({"trainable_params": [p for p, _ in points], "val_acc": [a for _, a in points], "layout_hash": [r.hash for r in records]})
+    naive = sorted({points[i] for i in _naive_fronts(points)[0]})
+    first_of = {pt: str(points.index(pt)) for pt in naive}
+    assert [(r.params, r.val_acc) for r in front_records(records)] == naive
+    assert [r.hash for r in front_records(records)] == [first_of[pt] for pt in naive]
+    drawn = pareto_front(history)
+    assert list(zip(drawn["trainable_params"], drawn["val_acc"])) == naive and list(drawn["layout_hash"]) == [first_of[pt] for pt in naive]

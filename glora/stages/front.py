@@ -12,7 +12,7 @@ import pandas as pd
 from glora.run.errors import JobError
 from glora.run.io import atomic_write
 from glora.search import LayoutOps, Record
-from glora.search.pareto import front, hypervolume
+from glora.search.pareto import hypervolume, staircase
 from glora.search.plots import plot_front
 
 __all__ = ["FRONT_COLUMNS", "FRONT_CSV", "FRONT_DIR", "best_under", "front_layout", "front_records", "read_front", "write_front"]
@@ -25,10 +25,7 @@ FRONT_COLUMNS = ["trainable_params", "val_acc", "layout_hash", "generation"]
 def front_records(records: list[Record]) -> list[Record]:
     """The non-dominated records, one per params count (of equal points the first
     evaluated), by params: accuracy rises strictly along it."""
-    kept: dict[int, Record] = {}
-    for record in front(records):  # by params, then accuracy best first; evaluation order among equals
-        kept.setdefault(record.params, record)
-    return list(kept.values())
+    return [records[i] for i in staircase([(float(r.params), float(r.val_acc)) for r in records])]
 
 
 def write_front(run_dir: Path, records: list[Record], ops: LayoutOps, budget: int, min_params: int, history: pd.DataFrame) -> dict:
