@@ -8,9 +8,9 @@ from .operators import Budget, BudgetError, LayoutOps
 from .optuna_search import OptunaSearch
 from .pareto import ParetoEvolution
 from .random_search import RandomSearch
-from .strategy import STRATEGIES, Record, SearchConfig, get_strategy, strategy_name, top_k
+from .strategy import STRATEGIES, Record, SearchConfig, SearchStrategy, get_strategy, strategy_name, top_k
 
 __all__ = [
     "Budget", "BudgetError", "Evaluator", "Evolution", "LayoutOps", "OptunaSearch", "ParetoEvolution", "RandomSearch", "Record",
-    "STRATEGIES", "SearchConfig", "get_strategy", "run_generations", "strategy_name", "timed", "top_k",
+    "STRATEGIES", "SearchConfig", "SearchStrategy", "get_strategy", "run_generations", "strategy_name", "timed", "top_k",
 ]

@@ -9,12 +9,12 @@ from typing import Optional
 from glora.run.errors import require
 
 from .operators import LayoutOps
-from .strategy import Record, SearchConfig, register_strategy, top_k
+from .strategy import Record, SearchStrategy, register_strategy, top_k
 
 
 @register_strategy("evolution")
 @dataclass
-class Evolution(SearchConfig):
+class Evolution(SearchStrategy):
     """Unset counts follow ``population``: top-k = population / 5 (at least 2), children
     half by crossover, half by mutation (50 → top 10, 25 + 25)."""
 

@@ -12,7 +12,7 @@ from tqdm import tqdm
 from glora.spaces import Layout
 
 from .operators import Layers, LayoutOps
-from .strategy import Record, SearchConfig, strategy_name, top_k
+from .strategy import Record, SearchStrategy, strategy_name, top_k
 
 __all__ = ["Scorer", "generation_rng", "run_generations", "timed"]
 
@@ -25,7 +25,7 @@ def generation_rng(seed: int, generation: int) -> random.Random:
 
 
 def run_generations(
-    strategy: SearchConfig,
+    strategy: SearchStrategy,
     ops: LayoutOps,
     score: Scorer,
     seeds: Sequence[Layers] = (),

@@ -18,14 +18,14 @@ from optuna.trial import TrialState, create_trial
 from glora.spaces import TENSORS, parse_option
 
 from .operators import LayoutOps
-from .strategy import Record, SearchConfig, register_strategy
+from .strategy import Record, SearchStrategy, register_strategy
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
 @register_strategy("optuna")
 @dataclass
-class OptunaSearch(SearchConfig):
+class OptunaSearch(SearchStrategy):
     """``population`` TPE proposals per generation, after a random first generation."""
 
     def propose(self, generation: int, records: list[Record], ops: LayoutOps, rng: random.Random):

@@ -19,7 +19,7 @@ from typing import ClassVar
 from glora.run.errors import param_count, require
 
 from .operators import Layers, LayoutOps
-from .strategy import Record, SearchConfig, register_strategy, top_k
+from .strategy import Record, SearchStrategy, register_strategy, top_k
 
 __all__ = ["ParetoEvolution", "Point", "crowding_distance", "dominates", "front", "hypervolume", "non_dominated_sort", "nsga_order", "staircase"]
 
@@ -123,7 +123,7 @@ def hypervolume(records_or_points: Sequence[Record | Point], ref_params: float, 
 
 @register_strategy("pareto")
 @dataclass
-class ParetoEvolution(SearchConfig):
+class ParetoEvolution(SearchStrategy):
     """NSGA-II over (accuracy up, params down): the best ``population`` records by
     (front, crowding) are the parents; each child is a crossover of two binary-tournament
     winners (with probability ``crossover_prob``, else a copy of the first), then mutated

@@ -6,11 +6,11 @@ import random
 from dataclasses import dataclass
 
 from .operators import LayoutOps
-from .strategy import Record, SearchConfig, register_strategy
+from .strategy import Record, SearchStrategy, register_strategy
 
 
 @register_strategy("random")
 @dataclass
-class RandomSearch(SearchConfig):
+class RandomSearch(SearchStrategy):
     def propose(self, generation: int, records: list[Record], ops: LayoutOps, rng: random.Random):
         return [ops.random(rng) for _ in range(self.size(generation))]

@@ -12,7 +12,7 @@ from glora.spaces import Choice
 
 from .operators import LayoutOps
 
-__all__ = ["Record", "SearchConfig", "STRATEGIES", "register_strategy", "get_strategy", "strategy_name", "top_k"]
+__all__ = ["Record", "SearchConfig", "SearchStrategy", "STRATEGIES", "register_strategy", "get_strategy", "strategy_name", "top_k"]
 
 
 @dataclass
@@ -28,7 +28,7 @@ class Record:
 
 
 @dataclass
-class SearchConfig:
+class SearchStrategy:
     """Settings every strategy has. Generation 0 holds ``population`` layouts: the user's
     ``seed_layouts`` (made legal), then random legal layouts."""
 
@@ -69,7 +69,7 @@ class SearchConfig:
         require(all(lr > 0 for lr in self.rerank_lrs) and len(set(self.rerank_lrs)) == len(self.rerank_lrs), "search.rerank_lrs",
                 list(self.rerank_lrs), "use distinct lrs > 0, e.g. [1e-3,3e-3,1e-2], or [] for the supernet's optim.lr")
 
-    def aim(self, budgets: list[int]) -> SearchConfig:
+    def aim(self, budgets: list[int]) -> SearchStrategy:
         """These settings for a search whose results are read at ``budgets`` (the pipeline's):
         a strategy that can aim at several budgets at once returns a copy that does."""
         return self
@@ -93,13 +93,16 @@ class SearchConfig:
         raise NotImplementedError
 
 
-STRATEGIES: dict[str, type[SearchConfig]] = {}
+#: The name this base class had before 0.3: a search strategy is its settings dataclass.
+SearchConfig = SearchStrategy
+
+STRATEGIES: dict[str, type[SearchStrategy]] = {}
 
 
 def register_strategy(name: str):
     """Class decorator: register a strategy's settings dataclass under ``name``."""
 
-    def add(cls: type[SearchConfig]) -> type[SearchConfig]:
+    def add(cls: type[SearchStrategy]) -> type[SearchStrategy]:
         if name in STRATEGIES:
             raise ValueError(f"search strategy {name!r} is registered twice")
         cls.name = name
@@ -109,7 +112,7 @@ def register_strategy(name: str):
     return add
 
 
-def get_strategy(name: str, **settings) -> SearchConfig:
+def get_strategy(name: str, **settings) -> SearchStrategy:
     """The strategy registered as ``name`` with ``settings``; an unknown name or a setting
     the strategy does not have is one clear error."""
     if name not in STRATEGIES:
@@ -120,7 +123,7 @@ def get_strategy(name: str, **settings) -> SearchConfig:
         raise JobError(f"search={name}: {err}") from None
 
 
-def strategy_name(strategy: SearchConfig) -> str:
+def strategy_name(strategy: SearchStrategy) -> str:
     if not type(strategy).name:
         raise JobError(f"{type(strategy).__name__} is not a registered search strategy; use one of {sorted(STRATEGIES)}")
     return type(strategy).name

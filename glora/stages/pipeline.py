@@ -29,7 +29,7 @@ import pandas as pd
 from glora.data import task_label
 from glora.run.errors import JobError, param_count, require
 from glora.run.io import atomic_write, write_json_atomic, write_text_atomic
-from glora.search import SearchConfig
+from glora.search import SearchStrategy
 from glora.search.report import markdown_table
 
 from .config import narrow
@@ -63,7 +63,7 @@ class PipelineJobConfig(TrainJobConfig):
 
     task_name: str = "pipeline"
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
-    search: SearchConfig = field(default_factory=SearchConfig)  # a strategy: search=evolution | random | optuna | pareto
+    search: SearchStrategy = field(default_factory=SearchStrategy)  # a strategy: search=evolution | random | optuna | pareto
     retrain: RetrainConfig = field(default_factory=RetrainConfig)
 
 

@@ -20,7 +20,7 @@ from glora.run import distributed
 from glora.run.device import pick_device
 from glora.run.errors import CheckpointError, JobError
 from glora.run.io import atomic_write, write_json_atomic, write_text_atomic
-from glora.search import Budget, Evaluator, LayoutOps, Record, SearchConfig, run_generations, strategy_name, timed, top_k
+from glora.search import Budget, Evaluator, LayoutOps, Record, SearchStrategy, run_generations, strategy_name, timed, top_k
 from glora.search.plots import pareto_front, plot_layout_heatmap, plot_pareto, plot_search_curve
 from glora.search.report import markdown_table
 from glora.spaces import PRESETS, Layout, LayoutError, model_name, parse_option
@@ -45,7 +45,7 @@ class SearchJobConfig(JobConfig):
     task_name: str = "search"
     supernet: Optional[str] = None  # a glora-train run dir
     resume: Optional[str] = None  # a glora-search run dir to continue
-    search: SearchConfig = field(default_factory=SearchConfig)  # a strategy: search=evolution | random | optuna | pareto
+    search: SearchStrategy = field(default_factory=SearchStrategy)  # a strategy: search=evolution | random | optuna | pareto
 
 
 def run_search(cfg: SearchJobConfig, run_dir: Path) -> dict:
@@ -99,7 +99,7 @@ def _split_over_ranks(score):
     return split
 
 
-def rerank_candidates(s: SearchConfig, records: list[Record], ops: LayoutOps) -> list[Record]:
+def rerank_candidates(s: SearchStrategy, records: list[Record], ops: LayoutOps) -> list[Record]:
     """The ``s.rerank`` best by the supernet, then the evaluated LoRA layouts that fit."""
     chosen = top_k(records, s.rerank)
     lora = {ops.layout(layers).hash for layers in ops.lora_layouts(random.Random(s.seed)) if ops.legal(layers)}
@@ -107,7 +107,7 @@ def rerank_candidates(s: SearchConfig, records: list[Record], ops: LayoutOps) ->
     return chosen + [r for r in records if r.hash in lora - taken]  # records hold each layout once
 
 
-def _rerank(run_dir: Path, s: SearchConfig, records: list[Record], ops: LayoutOps, supernet: TrainedSupernet,
+def _rerank(run_dir: Path, s: SearchStrategy, records: list[Record], ops: LayoutOps, supernet: TrainedSupernet,
             identity: dict) -> tuple[Record, list[dict]]:
     """Train each candidate alone from the backbone on train (the supernet's recipe, for
     ``s.rerank_epochs``, at each lr of ``s.rerank_lrs``) and score it on the images the
@@ -162,12 +162,12 @@ def _rerank(run_dir: Path, s: SearchConfig, records: list[Record], ops: LayoutOp
     return winner, table
 
 
-def rerank_grid(s: SearchConfig, supernet: TrainedSupernet) -> list[float]:
+def rerank_grid(s: SearchStrategy, supernet: TrainedSupernet) -> list[float]:
     """The lrs the re-ranking trains each candidate at: ``s.rerank_lrs``, else the supernet's."""
     return [float(lr) for lr in s.rerank_lrs] or [float(supernet.config.optim.lr)]
 
 
-def rerank_epochs(s: SearchConfig, supernet: TrainedSupernet) -> int:
+def rerank_epochs(s: SearchStrategy, supernet: TrainedSupernet) -> int:
     """How long each re-ranking run trains: ``s.rerank_epochs``, else the supernet's epochs."""
     return s.rerank_epochs or supernet.config.trainer.epochs
 
