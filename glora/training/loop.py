@@ -27,7 +27,6 @@ __all__ = ["step_loss", "Callback", "LoopState", "OptimConfig", "StepHook", "Ste
 log = logging.getLogger(__name__)
 
 
-
 class TaskLoaders(Protocol):
     """Where ``fit`` gets its batches (``glora.data.TaskData`` is one): a loader per split."""
 
