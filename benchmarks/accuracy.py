@@ -93,9 +93,9 @@ from machine import machine_info, machine_tag
 from plan import LORA_RANKS, Plan, PlanError
 from stats import ALPHA, WILCOXON_MIN_PAIRS, paired_tests
 
-from glora.backbone import EMBEDDED, classifier_name, load_backbone
+from glora.backbones import EMBEDDED, classifier_name, load_backbone
+from glora.backbones.embedded import ensure_embedded_backbone
 from glora.data import build_task
-from glora.embedded_backbone import ensure_embedded_backbone
 from glora.jobs.app import CONF_DIR  # registers the config schemas
 from glora.probe import probe_grid
 from glora.run.device import pick_device

@@ -27,9 +27,9 @@ from machine import machine_info, machine_tag
 from omegaconf import OmegaConf
 from safetensors.torch import load_file
 
-from glora.backbone import EMBEDDED, create_model, load_backbone
+from glora.backbones import EMBEDDED, create_model, load_backbone
+from glora.backbones.embedded import ensure_embedded_backbone
 from glora.data import build_task
-from glora.embedded_backbone import ensure_embedded_backbone
 from glora.jobs.app import CONF_DIR
 from glora.probe import linear_probe
 from glora.run.device import pick_device

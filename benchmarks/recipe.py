@@ -76,8 +76,8 @@ def standalone(args: argparse.Namespace) -> None:
 
     from accuracy import glora_layout, run_method
 
-    from glora.backbone import EMBEDDED, load_backbone
-    from glora.embedded_backbone import ensure_embedded_backbone
+    from glora.backbones import EMBEDDED, load_backbone
+    from glora.backbones.embedded import ensure_embedded_backbone
     from glora.supernet import LrMultipliers, RelativeSteps
 
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):

@@ -58,7 +58,7 @@ if str(ROOT) not in sys.path:
 
 from machine import machine_info, machine_tag
 
-from glora.backbone import create_model
+from glora.backbones import create_model
 from glora.run.device import autocast
 from glora.run.io import write_text_atomic
 from glora.spaces import DEFAULT_TARGETS, TENSORS, Layout, Option, Space

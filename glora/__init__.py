@@ -10,7 +10,7 @@ nothing from the app above it; data flows one way:
                     training loop's step hook for a supernet                 }
     glora.search    layout operators, strategies and the evaluator           }
     glora.data      the task's images (embedded suite, VTAB-1k folders, ImageFolder trees)
-    glora.backbone  the frozen pretrained model (the one door to ``timm.create_model``)
+    glora.backbones  the frozen pretrained model (the one door to ``timm.create_model``)
     glora.training  the one training loop (parameter groups + a step hook: any model)
                     and the one inference loop
     glora.stages    pretrain, train, search, retrain (+ merge, export), pipeline: plain functions

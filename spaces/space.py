@@ -9,7 +9,8 @@ from torch import nn
 
 from .options import TENSOR_KINDS, TENSORS, Option
 
-__all__ = ["Space", "SpaceConfig", "SpaceOptions", "LayerShape", "SpaceError", "PRESETS", "DEFAULT_TARGETS", "model_name", "classifier_name", "linear_shape"]
+__all__ = ["Space", "SpaceConfig", "SpaceOptions", "LayerShape", "SpaceError", "PRESETS", "DEFAULT_TARGETS", "model_name", "classifier_name",
+           "is_pointwise_conv", "linear_shape"]
 
 #: Every qkv / proj / fc1 / fc2 Linear of a transformer block (timm ViT, DeiT, Swin, ...).
 DEFAULT_TARGETS = r"(.*\.)?blocks\.\d+\.(attn\.qkv|attn\.proj|mlp\.fc1|mlp\.fc2)"
@@ -24,7 +25,9 @@ class SpaceError(ValueError):
 
 @dataclass(frozen=True)
 class LayerShape:
-    """What the space needs to know about one targeted ``nn.Linear``."""
+    """What the space needs to know about one targeted layer: an ``nn.Linear``, or a 1×1
+    convolution (``out_features`` / ``in_features`` are its channels), which is the same
+    linear map applied at every pixel."""
 
     out_features: int
     in_features: int
@@ -47,15 +50,35 @@ def classifier_name(model: nn.Module) -> str:
     raise ValueError(f"cannot find the classifier of {type(model).__name__}")
 
 
+def is_pointwise_conv(module: nn.Module) -> bool:
+    """A 2-d convolution that is a Linear over channels at every pixel: 1×1 kernel, stride 1,
+    no padding (timm's ``Conv2dSame`` pads nothing at 1×1 / stride 1), one group."""
+    return (isinstance(module, nn.Conv2d) and tuple(module.kernel_size) == (1, 1) and tuple(module.stride) == (1, 1)
+            and module.groups == 1 and (module.padding in ("same", "valid") or tuple(module.padding) == (0, 0)))
+
+
+def _conv_kind(module: nn.Module) -> str:
+    """How a convolution that GLoRA cannot target is described in an error."""
+    kernel = "x".join(str(k) for k in module.kernel_size)
+    if module.groups > 1:
+        what = "depthwise" if module.groups == module.in_channels else f"grouped ({module.groups} groups)"
+        return f"{what} {kernel} {type(module).__name__}"
+    stride = tuple(getattr(module, "stride", (1,)))
+    return f"{kernel} {type(module).__name__}" + (f" with stride {stride}" if any(s != 1 for s in stride) else "")
+
+
 def linear_shape(module: nn.Module) -> LayerShape | None:
-    """The shape of the ``nn.Linear`` a module is, or stands for: a wrapper layer hands
-    back the Linear it wraps through ``get_base_layer()`` (PEFT's tuner-layer protocol,
-    which GLoRA's layer follows too), so the space needs no wrapper's internals."""
+    """The shape of the ``nn.Linear`` (or 1×1 ``nn.Conv2d``) a module is, or stands for: a
+    wrapper layer hands back the module it wraps through ``get_base_layer()`` (PEFT's
+    tuner-layer protocol, which GLoRA's layer follows too), so the space needs no wrapper's
+    internals."""
     get_base = getattr(module, "get_base_layer", None)
-    linear = get_base() if callable(get_base) else module
-    if not isinstance(linear, nn.Linear):
-        return None
-    return LayerShape(linear.out_features, linear.in_features, linear.bias is not None)
+    base = get_base() if callable(get_base) else module
+    if isinstance(base, nn.Linear):
+        return LayerShape(base.out_features, base.in_features, base.bias is not None)
+    if is_pointwise_conv(base):
+        return LayerShape(base.out_channels, base.in_channels, base.bias is not None)
+    return None
 
 
 def _default_options() -> dict[str, tuple[str, ...]]:
@@ -131,19 +154,27 @@ class Space:
 
     def target_layers(self, model: nn.Module) -> dict[str, LayerShape]:
         """Targeted layers of ``model`` (plain or wrapped) in module order: every module
-        whose full name matches ``targets`` and that is, or stands for, an ``nn.Linear``.
-        Nothing inside a targeted module is a target itself."""
+        whose full name matches ``targets`` and that is, or stands for, an ``nn.Linear`` or
+        a 1×1 convolution. Nothing inside a targeted module is a target itself. A matched
+        convolution of another kind (3×3, depthwise, strided) is refused: GLoRA's maths
+        holds for a linear map over features only."""
         found: dict[str, LayerShape] = {}
         for name, module in model.named_modules():
-            shape = linear_shape(module)
-            if shape is None or not self.matches(name) or any(name.startswith(f"{t}.") for t in found):
+            if not self.matches(name) or any(name.startswith(f"{t}.") for t in found):
                 continue
-            found[name] = shape
+            shape = linear_shape(module)
+            if shape is None and isinstance(module, nn.modules.conv._ConvNd):
+                raise SpaceError(
+                    f"space.targets {self.targets!r} matches {name!r}, a {_conv_kind(module)}: GLoRA targets nn.Linear and "
+                    "1x1 convolutions only; narrow the pattern to the pointwise convs"
+                )
+            if shape is not None:
+                found[name] = shape
         if not found:
             linears = [n for n, m in model.named_modules() if linear_shape(m) is not None][:6]
             raise SpaceError(
-                f"space.targets {self.targets!r} matches no nn.Linear of {model_name(model)}; "
-                f"its Linear layers are named like {linears}"
+                f"space.targets {self.targets!r} matches no nn.Linear or 1x1 conv of {model_name(model)}; "
+                f"its targetable layers are named like {linears}"
             )
         return found
 
@@ -182,10 +213,12 @@ class SpaceConfig:
 
     preset: Optional[str] = "large"
     ranks: Optional[list[int]] = None  # replaces the preset's ranks
-    targets: str = DEFAULT_TARGETS
+    targets: Optional[str] = None  # a regex over module names; null: the backbone family's (ViT: DEFAULT_TARGETS)
     options: SpaceOptions = field(default_factory=SpaceOptions)
 
-    def build(self) -> Space:
+    def build(self, default_targets: str = DEFAULT_TARGETS) -> Space:
+        """The space; ``default_targets`` stands in for an unset ``targets`` (the app passes
+        its backbone family's)."""
         if self.ranks is not None:
             ranks = tuple(self.ranks)
         elif self.preset in PRESETS:
@@ -193,4 +226,4 @@ class SpaceConfig:
         else:
             raise SpaceError(f"space.preset={self.preset!r} is unknown; presets are {sorted(PRESETS)} (or set space.ranks)")
         options = {t: tuple(getattr(self.options, t)) for t in TENSORS if getattr(self.options, t) is not None}
-        return Space(ranks=ranks, targets=self.targets, options=options)
+        return Space(ranks=ranks, targets=self.targets if self.targets is not None else default_targets, options=options)

@@ -1,4 +1,5 @@
-"""GLoRALinear: one frozen ``nn.Linear`` plus the five GLoRA support tensors A–E.
+"""GLoRALinear: one frozen ``nn.Linear`` (or 1×1 ``nn.Conv2d``) plus the five GLoRA support
+tensors A–E.
 
     W = W0 + W0 ⊙ A + B        b = b0 + b0 ⊙ D + E + W0 · C        y = x Wᵀ + b
 
@@ -7,6 +8,10 @@ weights); a ``LoRA_r`` choice uses the first ``r`` columns / rows, ``vector`` th
 column of the down factor, ``constant`` its first element. The forward only builds the
 out×in weight when A is LoRA-form; every other form is applied to the base output or
 through low-rank / vector paths.
+
+A 1×1 convolution is the same linear map over channels at every pixel: its weight is read
+as out×in, the input is moved channels-last, and every path (the fused ones included) runs
+unchanged; the merge writes W back in the convolution's out×in×1×1 shape.
 """
 from __future__ import annotations
 
@@ -16,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from glora.spaces import TENSORS, Choice, Option
+from glora.spaces import TENSORS, Choice, Option, is_pointwise_conv
 
 from .functional import lora_a_linear, scaled_linear
 
@@ -68,8 +73,8 @@ class ChoiceSampler:
 
 
 class GLoRALinear(nn.Module):
-    """GLoRA around ``base_layer`` (kept, frozen, as a submodule so ``merge`` can hand back
-    the very module timm built).
+    """GLoRA around ``base_layer``, an ``nn.Linear`` or a 1×1 ``nn.Conv2d`` (kept, frozen, as a
+    submodule so ``merge`` can hand back the very module timm built).
 
     ``choice`` is the fixed A–E choice, or ``None`` for supernet mode, where every forward
     draws an independent choice from ``sampler``.
@@ -77,7 +82,7 @@ class GLoRALinear(nn.Module):
 
     def __init__(
         self,
-        base_layer: nn.Linear,
+        base_layer: nn.Linear | nn.Conv2d,
         choices: dict[str, tuple[Option, ...]],
         max_rank: int,
         sampler: ChoiceSampler | None = None,
@@ -85,9 +90,12 @@ class GLoRALinear(nn.Module):
         vector_b: str = "mean",
     ) -> None:
         super().__init__()
+        self.pointwise = is_pointwise_conv(base_layer)
+        if not (self.pointwise or isinstance(base_layer, nn.Linear)):
+            raise TypeError(f"GLoRA wraps an nn.Linear or a 1x1 nn.Conv2d, not {base_layer!r}")
         self.base_layer = base_layer
-        self.in_features = base_layer.in_features
-        self.out_features = base_layer.out_features
+        self.in_features = base_layer.in_channels if self.pointwise else base_layer.in_features
+        self.out_features = base_layer.out_channels if self.pointwise else base_layer.out_features
         for p in base_layer.parameters():
             p.requires_grad_(False)
         self.choices = tuple(choices[t] for t in TENSORS)
@@ -122,13 +130,15 @@ class GLoRALinear(nn.Module):
         self.Cd, self.Cu = down("C", in_f), up("C", 1)
         self.D, self.E = vec("D"), vec("E")
 
-    def get_base_layer(self) -> nn.Linear:
-        """The frozen Linear this layer stands for (PEFT's tuner-layer protocol)."""
+    def get_base_layer(self) -> nn.Linear | nn.Conv2d:
+        """The frozen layer this one stands for (PEFT's tuner-layer protocol)."""
         return self.base_layer
 
     @property
     def weight(self) -> Tensor:
-        return self.base_layer.weight
+        """W0 as out×in (a 1×1 convolution's kernel viewed without its 1×1 tail)."""
+        weight = self.base_layer.weight
+        return weight.view(self.out_features, self.in_features) if self.pointwise else weight
 
     @property
     def bias(self) -> Tensor | None:
@@ -198,13 +208,16 @@ class GLoRALinear(nn.Module):
 
     # ---- forward --------------------------------------------------------------------
     def forward(self, x: Tensor) -> Tensor:
-        if self.merged is not None:  # inference of a fixed choice: one plain matmul
-            return F.linear(x, *self.merged)
+        if self.merged is not None:  # inference of a fixed choice: one plain matmul (or 1×1 conv)
+            weight, bias = self.merged
+            return F.conv2d(x, weight[:, :, None, None], bias) if self.pointwise else F.linear(x, weight, bias)
         choice = self.choice
         if choice is None:
             if self.sampler is None:
                 raise RuntimeError("GLoRALinear in supernet mode needs a sampler; use supernet.wrap()")
             choice = self.sampler.draw(self.choices)
+        if self.pointwise:  # N×C×H×W: the linear map over channels, channels-last and back
+            return self.forward_choice(x.movedim(1, -1), choice).movedim(-1, 1)
         return self.forward_choice(x, choice)
 
     def forward_choice(self, x: Tensor, choice: Choice) -> Tensor:
@@ -225,4 +238,5 @@ class GLoRALinear(nn.Module):
 
     def extra_repr(self) -> str:
         mode = "supernet" if self.choice is None else "/".join(str(o) for o in self.choice)
-        return f"in_features={self.in_features}, out_features={self.out_features}, choice={mode}"
+        kind = "1x1 conv, " if self.pointwise else ""
+        return f"{kind}in_features={self.in_features}, out_features={self.out_features}, choice={mode}"

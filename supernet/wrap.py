@@ -1,4 +1,5 @@
-"""Model-level GLoRA: swap targeted ``nn.Linear`` layers in place, fix a layout, merge.
+"""Model-level GLoRA: swap targeted ``nn.Linear`` (and 1×1 ``nn.Conv2d``) layers in place, fix a
+layout, merge.
 
 Mirrors PEFT's tuner model: ``wrap`` injects layers, ``set_layout`` chooses their forms,
 ``merge`` writes W and b back into the original modules and unloads the wrappers.
@@ -15,7 +16,7 @@ from glora.spaces import Layout, LayoutError, Space, model_name
 
 from .layer import SUPPORT_TENSOR, VECTOR_B, ChoiceSampler, GLoRALinear
 
-__all__ = ["glora_layers", "is_wrapped", "vector_b_of", "param_groups", "RELATIVE_TENSORS", "merge", "merged_inference", "reseed", "set_layout", "space_of", "support_parameters", "wrap"]
+__all__ = ["freeze_norm_stats", "glora_layers", "is_wrapped", "vector_b_of", "param_groups", "RELATIVE_TENSORS", "merge", "merged_inference", "reseed", "set_layout", "space_of", "support_parameters", "wrap"]
 
 
 def glora_layers(model: nn.Module) -> dict[str, GLoRALinear]:
@@ -57,9 +58,9 @@ def wrap(
     """Put GLoRA on ``space``'s target layers of ``model``, in place, in supernet mode.
 
     Every other parameter is frozen, except those under ``modules_to_train`` (module
-    name prefixes, e.g. ``("head",)``). ``seed`` seeds the generator that supernet mode
-    draws each layer's per-forward choice from; ``up_init`` and ``vector_b`` are
-    :class:`GLoRAConfig`'s.
+    name prefixes, e.g. ``("head",)``); so are batch-norm statistics (``freeze_norm_stats``).
+    ``seed`` seeds the generator that supernet mode draws each layer's per-forward choice
+    from; ``up_init`` and ``vector_b`` are :class:`GLoRAConfig`'s.
     """
     if getattr(model, "_glora_space", None) is not None:
         raise ValueError(f"{model_name(model)} is already wrapped with GLoRA")
@@ -70,9 +71,36 @@ def wrap(
     prefixes = tuple(p.rstrip(".") + "." for p in modules_to_train)
     for name, param in model.named_parameters():
         param.requires_grad_(id(param) in support or name.startswith(prefixes))
+    freeze_norm_stats(model, prefixes)
     model._glora_space = space
     model._glora_sampler = sampler
     return model
+
+
+def _stay_in_eval(self: nn.Module, mode: bool = True) -> nn.Module:
+    return nn.Module.train(self, False)
+
+
+def freeze_norm_stats(model: nn.Module, keep: tuple[str, ...] = ()) -> list[str]:
+    """Batch norms outside ``keep`` (name prefixes) stay in eval mode whatever
+    ``model.train()`` says: they normalise with the pretrained running statistics and never
+    update them. Frozen means frozen: otherwise a CNN's statistics would drift in training,
+    the adapter file (support tensors + head) would no longer rebuild the model, and the
+    merged model would differ from the backbone in more than its targeted layers. ``merge``
+    undoes it. Returns the frozen modules' names."""
+    frozen = []
+    for name, module in model.named_modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and not f"{name}.".startswith(keep):
+            module.train = _stay_in_eval.__get__(module)  # an instance attribute: nn.Module.train reaches it per child
+            module.eval()
+            frozen.append(name)
+    return frozen
+
+
+def _unfreeze_norm_stats(model: nn.Module) -> None:
+    for module in model.modules():
+        if "train" in module.__dict__:
+            del module.__dict__["train"]
 
 
 RELATIVE_TENSORS = {"A": "weight", "D": "bias"}  # the multiplicative paths: W0 ⊙ A, b0 ⊙ D
@@ -145,7 +173,7 @@ def set_layout(model: nn.Module, layout: Layout | None) -> Layout | None:
 
 @torch.no_grad()
 def merge(model: nn.Module) -> nn.Module:
-    """Re-parameterise every GLoRA layer into its original ``nn.Linear`` and unload the
+    """Re-parameterise every GLoRA layer into its original ``nn.Linear`` / 1×1 conv and unload the
     wrappers, in place: the result has the module classes timm built and zero extra
     inference cost. Needs a fixed layout (``set_layout``)."""
     layers = glora_layers(model)
@@ -156,10 +184,11 @@ def merge(model: nn.Module) -> nn.Module:
         if not torch.isfinite(weight).all() or (bias is not None and not torch.isfinite(bias).all()):
             raise ValueError(f"merge: layer {name!r} has non-finite merged weights; the support tensors diverged")
         base = layer.base_layer
-        base.weight.copy_(weight)
+        base.weight.copy_(weight.view_as(base.weight))
         if bias is not None:
             base.bias.copy_(bias)
         _set_submodule(model, name, base)
+    _unfreeze_norm_stats(model)
     for attr in ("_glora_space", "_glora_sampler"):
         if hasattr(model, attr):
             delattr(model, attr)

@@ -9,7 +9,7 @@ from conftest import job_config, make_vit
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from glora.backbone import create_model
+from glora.backbones import create_model
 from glora.run.checkpoint import tensors_digest
 from glora.run.errors import CheckpointError
 from glora.spaces import Layout, LayoutError, Space, model_name, parse_option

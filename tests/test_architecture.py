@@ -21,10 +21,10 @@ LAYERS = [
     ("glora.spaces",),
     ("glora.supernet",),
     ("glora.search",),
-    ("glora.data", "glora.packaged_weights"),
-    ("glora.backbone",),
+    ("glora.data", "glora.backbones.packaged"),
+    ("glora.backbones",),
     ("glora.training",),
-    ("glora.embedded_backbone", "glora.probe"),
+    ("glora.backbones.embedded", "glora.probe"),
     ("glora.stages.config", "glora.stages.setup", "glora.stages.sampling"),
     ("glora.stages.front",),
     ("glora.stages.pretrain",),
@@ -86,7 +86,7 @@ def test_every_module_has_a_layer_and_none_imports_a_later_one():
 def test_the_core_imports_nothing_from_the_app_and_the_trainer_nothing_from_glora():
     """spaces / supernet / search use only each other and glora.run; the training loop takes
     parameter groups and a step hook, so it trains any model."""
-    app = ("glora.data", "glora.backbone", "glora.training", "glora.stages", "glora.jobs", "glora.embedded_backbone", "glora.probe", "glora.packaged_weights")
+    app = ("glora.data", "glora.backbones", "glora.training", "glora.stages", "glora.jobs", "glora.backbones.embedded", "glora.probe", "glora.backbones.packaged")
     bad = [f"{a} imports {b}" for a, deps in GRAPH.items() if a.startswith(CORE) for b in deps if b.startswith(app)]
     bad += [f"{a} imports {b}" for a, deps in GRAPH.items() if a.startswith("glora.training") for b in deps if b.startswith((*CORE, "glora.data"))]
     assert not bad, "\n".join(bad)
@@ -125,7 +125,7 @@ def _call_sites(pattern: str) -> list[str]:
 
 
 @pytest.mark.parametrize("what, pattern, home", [
-    ("timm.create_model call", r"timm\.create_model\(", "glora.backbone"),
+    ("timm.create_model call", r"timm\.create_model\(", "glora.backbones.load"),
     ("atomic rename", r"os\.replace\(|\.replace\(.*\.tmp|shutil\.move\(|os\.rename\(", "glora.run.io"),
     ("training loop (backward pass)", r"\.backward\(", "glora.training.loop"),
     ("optimizer step", r"optimizer\.step\(", "glora.training.loop"),

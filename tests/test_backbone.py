@@ -5,7 +5,7 @@ import timm
 import torch
 from safetensors.torch import save_file
 
-from glora.backbone import ModelConfig, load_backbone
+from glora.backbones import ModelConfig, load_backbone
 from glora.run.errors import CheckpointError
 
 KW = dict(img_size=32, patch_size=8, embed_dim=48, depth=2, num_heads=3)

@@ -40,7 +40,7 @@ def test_space_groups_match_presets():
 def test_smoke_experiment_shrinks_every_job_and_caches_apart():
     """experiment=smoke is the same code path on a tiny model and a few steps: it must
     change the recipe (so its backbone is cached apart) and nothing else of the task."""
-    from glora.embedded_backbone import embedded_cache_dir
+    from glora.backbones.embedded import embedded_cache_dir
 
     full, smoke = _compose("pretrain"), _compose("pretrain", "experiment=smoke")
     assert isinstance(smoke, PretrainJobConfig)

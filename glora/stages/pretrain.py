@@ -10,9 +10,9 @@ from pathlib import Path
 
 import torch
 
-from glora.backbone import ModelConfig, build_model, load_backbone
+from glora.backbones import ModelConfig, build_model, load_backbone
+from glora.backbones.embedded import PretrainConfig, embedded_cache_dir, pretrain_backbone
 from glora.data import TARGET_TASKS, DataConfig, build_task
-from glora.embedded_backbone import PretrainConfig, embedded_cache_dir, pretrain_backbone
 from glora.probe import linear_probe
 from glora.run.device import pick_device
 from glora.run.errors import JobError

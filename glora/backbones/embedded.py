@@ -1,6 +1,6 @@
 """The embedded default backbone: a small timm ViT trained from scratch, through the one
 training loop, on the procedural ``shapes`` task, and cached per recipe. Making it is a
-step jobs run first (``ensure_embedded_backbone``); loading it is ``glora.backbone``'s."""
+step jobs run first (``ensure_embedded_backbone``); loading it is ``glora.backbones``'s."""
 from __future__ import annotations
 
 import hashlib
@@ -14,7 +14,6 @@ from typing import Any
 
 import torch
 
-from glora.backbone import BackboneSpec, create_model
 from glora.data import DataConfig, Preprocess, build_task
 from glora.data.embedded import SIZE, split_sizes
 from glora.run import distributed
@@ -22,6 +21,8 @@ from glora.run.checkpoint import save_weights
 from glora.run.errors import JobError, require
 from glora.run.io import ensure_writable, write_json_atomic
 from glora.training import OptimConfig, TrainerConfig, fit
+
+from .load import BackboneSpec, create_model
 
 __all__ = ["PretrainConfig", "embedded_cache_dir", "ensure_embedded_backbone", "pretrain_backbone"]
 
