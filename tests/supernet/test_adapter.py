@@ -196,6 +196,7 @@ def test_bad_files(trained, tmp_path):
         save_adapter(tmp_path / "x.safetensors", model, other)
 
 
+@pytest.mark.slow
 def test_retrain_writes_an_adapter_that_rebuilds_the_export(cache_dir, tmp_path, images):
     cfg = job_config("retrain", cache_dir)
     space = Space.preset("large")

@@ -7,6 +7,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from glora.jobs.app import CONF_DIR
+from glora.search import STRATEGIES
 from glora.spaces import Space
 from glora.stages.pretrain import PretrainJobConfig
 from glora.stages.train import TrainJobConfig as TrainConfig
@@ -64,6 +65,7 @@ def test_every_experiment_composes_for_every_job(job, experiment):
     assert _compose(job, f"experiment={experiment}").task_name == job
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("experiment, img_size", [("real_cpu", 56), ("real_gpu", 224)])
 def test_real_experiments_set_the_backbone_steps_and_search(experiment, img_size):
     """The real experiments reach each job: DINOv2 at their size with the relative A / D steps
@@ -102,7 +104,7 @@ def test_dataclass_defaults_equal_the_yaml():
         assert _compose("search", f"search={name}").search == cls()
 
 
-@pytest.mark.parametrize("strategy", ["evolution", "random", "optuna", "pareto"])
+@pytest.mark.parametrize("strategy", sorted(STRATEGIES))
 def test_search_config_groups(strategy):
     from glora.search import STRATEGIES, strategy_name
     from glora.stages.search import SearchJobConfig

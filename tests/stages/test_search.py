@@ -10,6 +10,7 @@ import torch
 from conftest import job_config, make_vit, run_cli
 
 from glora.run.errors import CheckpointError, JobError
+from glora.search import STRATEGIES
 from glora.search.operators import Budget, BudgetError, LayoutOps
 from glora.spaces import Layout, LayoutError, Space
 from glora.stages.search import run_search
@@ -127,7 +128,7 @@ def test_rerank_defaults_to_the_supernets_lr(smoke_supernet, cache_dir, tmp_path
     assert Layout.load(tmp_path / "layout.json").metrics["standalone_lrs"] == [load_trained(smoke_supernet).config.optim.lr]
 
 
-@pytest.mark.parametrize("strategy", ["evolution", "random", "optuna", "pareto", "pareto aimed"])
+@pytest.mark.parametrize("strategy", [*sorted(STRATEGIES), "pareto aimed"])  # every registered strategy, and a front aimed at budgets
 def test_resume_ends_like_an_uninterrupted_search(smoke_supernet, cache_dir, tmp_path, strategy):
     full, parts = tmp_path / "full", tmp_path / "parts"
     settings = ["search=pareto", "search.targets=[1500,3000]"] if strategy == "pareto aimed" else [f"search={strategy}"]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 #: Where each installed package lives in the repository (pyproject.toml's package-dir).
 FOLDERS = {"glora.spaces": "spaces", "glora.supernet": "supernet", "glora.search": "search", "glora": "glora"}
 

@@ -30,6 +30,7 @@ def test_embedded_tasks_are_deterministic_and_vtab_shaped(task):
     assert set(np.unique(a["train"][1])) == set(range(classes))
 
 
+@pytest.mark.slow
 def test_no_target_image_appears_in_the_source_task():
     """Pretraining never sees a target task's images (no leakage from source to targets)."""
     source = make_task("shapes", 0, {"train": 3000, "val": 100, "test": 100})
@@ -135,6 +136,7 @@ def test_unknown_task_and_source():
         build_task(DataConfig(source="s3"), Preprocess(32))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("task", ["count", "digits"])
 def test_rank_images_are_held_out_and_leave_the_other_splits_alone(task):
     plain = make_task(task, 0)

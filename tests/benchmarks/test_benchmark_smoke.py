@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 
 
@@ -25,8 +25,8 @@ def test_every_script_has_a_smoke_test():
     helpers = {"machine", "plan", "stats", "ranking_stats"}  # imported by the scripts, tested through them
     covered = {"speed", "front", "recipe", "real", "bad_inputs", "accuracy", "ranking"}
     assert scripts - helpers == covered, f"a benchmark without a smoke test: {sorted(scripts - helpers - covered)}"
-    text = Path(__file__).read_text() + (BENCHMARKS.parent / "tests" / "test_accuracy_benchmark.py").read_text() \
-        + (BENCHMARKS.parent / "tests" / "test_ranking_benchmark.py").read_text()
+    text = Path(__file__).read_text() + Path(__file__).with_name("test_accuracy_benchmark.py").read_text() \
+        + Path(__file__).with_name("test_ranking_benchmark.py").read_text()
     for name in covered:
         assert re.search(rf"\b{name}\b", text), name
 

@@ -190,6 +190,7 @@ def _fake_elpv(folder, n=1040):
     return folder / "labels.csv"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("task, classes, total", [("mnist", 10, 1100), ("elpv", 4, 1040)])
 def test_real_tasks_are_vtab_shaped_rgb_and_deterministic(tmp_path, monkeypatch, task, classes, total):
     from glora.data import packaged
@@ -209,6 +210,7 @@ def test_real_tasks_are_vtab_shaped_rgb_and_deterministic(tmp_path, monkeypatch,
         assert list(labels[:8]) == [0, 1, 2, 3, 0, 1, 2, 3]
 
 
+@pytest.mark.slow
 def test_real_task_rank_images_come_out_of_the_test_pool(tmp_path, monkeypatch):
     from glora.data import packaged
 
