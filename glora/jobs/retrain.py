@@ -8,14 +8,14 @@ import hydra
 from omegaconf import DictConfig
 
 from glora.run.distributed import entry_point
-from glora.stages.retrain import retrain
+from glora.stages.retrain import retrain_merge_export
 
 from .app import CONF_DIR, run_job
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="retrain")
 def hydra_main(cfg: DictConfig) -> float:
-    metrics = run_job(retrain, cfg)
+    metrics = run_job(retrain_merge_export, cfg)
     return metrics[f"{metrics['report_split']}_acc"]
 
 

@@ -1,10 +1,6 @@
-"""Retraining a layout from the pretrained backbone, then merge and export a plain timm
-model: model.safetensors (the merged weights of the plain timm architecture), model.json
-(timm name, kwargs, num_classes, layout hash: all a user needs to rebuild it without this
-project), adapter.safetensors (only the layout's support-tensor slices and the head,
-kilobytes, for ``supernet.load_adapter`` onto the same backbone) and metrics.json
-(accuracy merged and unmerged, trainable params, adapter size, the merged-vs-unmerged max
-logit difference measured at export)."""
+"""Retraining a layout from the pretrained backbone: the trained, still wrapped model and
+what the next stages need (``Retrained``). ``retrain_merge_export`` runs the three stages
+a ``glora-retrain`` job is: this one, ``merge.merge_checked``, ``export.export``."""
 from __future__ import annotations
 
 import logging
@@ -13,21 +9,20 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Optional
 
-import torch
-
-from glora.run import distributed
-from glora.run.checkpoint import save_weights
 from glora.run.device import pick_device
 from glora.run.errors import JobError, param_count, require
-from glora.run.io import ensure_writable, write_json_atomic
+from glora.run.io import ensure_writable
 from glora.spaces import Layout
-from glora.supernet import merge, parameterisation, save_adapter, set_layout
-from glora.training import Checkpoint, RunFiles, fit, predict
+from glora.supernet import parameterisation, set_layout
+from glora.training import Checkpoint, RunFiles, fit
 
 from .config import GLoRAOptimConfig, TrainingJobConfig
+from .export import export
+from .handoff import Retrained
+from .merge import merge_checked
 from .setup import wrapped_backbone
 
-__all__ = ["PROTOCOLS", "RetrainConfig", "RetrainJobConfig", "retrain"]
+__all__ = ["PROTOCOLS", "RetrainConfig", "RetrainJobConfig", "Retrained", "retrain", "retrain_merge_export"]
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +67,8 @@ def retrain_optim(cfg: RetrainJobConfig, layout: Layout) -> GLoRAOptimConfig:
     return replace(cfg.optim, lr=lr)
 
 
-def retrain(cfg: RetrainJobConfig, run_dir: Path) -> dict:
-    """Retrain ``cfg.layout`` from the pretrained backbone, merge, check and export."""
+def retrain(cfg: RetrainJobConfig, run_dir: Path) -> Retrained:
+    """Retrain ``cfg.layout`` from the pretrained backbone (resuming ``run_dir``'s checkpoint)."""
     if not cfg.layout:
         raise JobError("layout is not set; point it at a layout JSON: glora-retrain layout=runs/search/<time>/layout.json")
     ensure_writable(run_dir)
@@ -92,39 +87,10 @@ def retrain(cfg: RetrainJobConfig, run_dir: Path) -> dict:
     callbacks = (Checkpoint(run_dir, identity, "retrain.safetensors"),
                  RunFiles(run_dir, f"retraining {layout.hash} on {task.name}", summary, cfg.trainer.seed))
     fit(model, task, optim, cfg.trainer, (train_split, report_split), callbacks, groups=optim.groups(model))
+    return Retrained(model, layout, spec, task, identity, report_split, cfg.retrain.protocol, optim.lr, pick_device(cfg.trainer.device))
 
-    # ---- merge, check, export ------------------------------------------------------------
-    device = pick_device(cfg.trainer.device)
-    loader = task.loader(report_split)
-    unmerged, labels = predict(model, loader, device)
-    head_params = sum(p.numel() for p in model.get_classifier().parameters())
-    adapter_bytes = None
-    if distributed.is_main():  # the adapter needs the wrappers, which merge unloads
-        adapter = save_adapter(run_dir / "adapter.safetensors", model, layout, {"kwargs": spec.kwargs, "num_classes": task.num_classes})
-        adapter_bytes = adapter.stat().st_size
-    merge(model)
-    merged, _ = predict(model, loader, device)
-    max_diff = (merged - unmerged).abs().max().item()
-    same = bool(torch.equal(merged.argmax(-1), unmerged.argmax(-1)))
-    if not same:
-        log.warning("merged and unmerged predictions differ on %d images (max logit diff %.2e)", int((merged.argmax(-1) != unmerged.argmax(-1)).sum()), max_diff)
-    metrics = {
-        "task": task.name, "protocol": cfg.retrain.protocol, "report_split": report_split,
-        f"{report_split}_acc": (merged.argmax(-1) == labels).float().mean().item(),
-        f"{report_split}_acc_unmerged": (unmerged.argmax(-1) == labels).float().mean().item(),
-        "merged_predictions_equal": same, "merged_max_logit_diff": max_diff,
-        "trainable_params": layout.trainable_params, "head_params": head_params, "layout_hash": layout.hash,
-        "adapter_bytes": adapter_bytes, "lr": optim.lr,
-    }
-    if not distributed.is_main():  # every rank holds the same model; rank 0 exports it
-        return metrics
-    save_weights(run_dir / "model.safetensors", model, identity)
-    write_json_atomic(run_dir / "model.json", {
-        "name": spec.name, "kwargs": spec.kwargs, "num_classes": task.num_classes, "layout_hash": layout.hash,
-        "preprocess": asdict(spec.preprocess), "layout": layout.to_dict(),
-    })
-    write_json_atomic(run_dir / "metrics.json", metrics)
-    log.info("%s acc %.4f (merged) / %.4f (unmerged), max logit diff %.2e; exported %s", report_split,
-             metrics[f"{report_split}_acc"], metrics[f"{report_split}_acc_unmerged"], max_diff, run_dir / "model.safetensors")
-    return metrics
 
+def retrain_merge_export(cfg: RetrainJobConfig, run_dir: Path) -> dict:
+    """A ``glora-retrain`` job: retrain, merge (checked against the unmerged model), export."""
+    trained = retrain(cfg, run_dir)
+    return export(trained, merge_checked(trained, run_dir), run_dir)

@@ -30,6 +30,8 @@ LAYERS = [
     ("glora.stages.pretrain",),
     ("glora.stages.train",),
     ("glora.stages.search",),
+    ("glora.stages.handoff",),
+    ("glora.stages.merge", "glora.stages.export"),
     ("glora.stages.retrain",),
     ("glora.stages.pipeline", "glora.stages.sweep_report"),
     ("glora.jobs.app",),

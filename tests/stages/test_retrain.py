@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 from glora.run.checkpoint import load_weights
 from glora.run.errors import JobError
 from glora.spaces import Layout, LayoutError, Space
-from glora.stages.retrain import retrain
+from glora.stages.retrain import retrain_merge_export as retrain
 from glora.stages.search import run_search
 from glora.supernet import set_layout, wrap
 

@@ -13,7 +13,7 @@ from glora.backbones import create_model
 from glora.run.checkpoint import tensors_digest
 from glora.run.errors import CheckpointError
 from glora.spaces import Layout, LayoutError, Space, model_name, parse_option
-from glora.stages.retrain import retrain
+from glora.stages.retrain import retrain_merge_export as retrain
 from glora.stages.setup import wrapped_backbone
 from glora.supernet import adapter_state, glora_layers, is_wrapped, load_adapter, merge, save_adapter, set_layout, support_parameters, vector_b_of, wrap
 
