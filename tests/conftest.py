@@ -66,19 +66,23 @@ def job_config(config_name: str, cache: Path, *overrides: str):
     return OmegaConf.to_object(cfg)
 
 
-def run_cli(script: str, *args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+def run_cli(script: str, *args: str, cwd: Path, timeout: float = 300, threads: int | None = None) -> subprocess.CompletedProcess:
     """A console script run as a user runs it (argv through Hydra, stdout / stderr, exit
     code), in a child forked from this test process: the child starts with torch, timm and
-    Hydra imported (~8 s a call saved). ``GLORA_TESTS_SUBPROCESS=1`` (or no ``fork``) runs
+    Hydra imported (~8 s a call saved). ``threads``: torch's intra-op threads in the child
+    (OMP_NUM_THREADS for a fresh process). ``GLORA_TESTS_SUBPROCESS=1`` (or no ``fork``) runs
     the installed script in a fresh process instead."""
     if not hasattr(os, "fork") or os.environ.get("GLORA_TESTS_SUBPROCESS"):
-        return subprocess.run([str(BIN / script), *args], capture_output=True, text=True, cwd=cwd, timeout=timeout)
+        env = {**os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {})}
+        return subprocess.run([str(BIN / script), *args], capture_output=True, text=True, cwd=cwd, timeout=timeout, env=env)
     (entry,) = [e for e in importlib.metadata.entry_points(group="console_scripts") if e.name == script]
     main = entry.load()
     with tempfile.TemporaryDirectory() as tmp:
         out, err = Path(tmp) / "stdout", Path(tmp) / "stderr"
         pid = os.fork()
         if pid == 0:  # the child: never returns into pytest
+            if threads:
+                torch.set_num_threads(threads)
             _run_forked(main, [script, *args], cwd, out, err)
         deadline = time.monotonic() + timeout
         while True:

@@ -85,7 +85,13 @@ def test_real_runs_probe_pipeline_and_plain_timm_check(tmp_path, cache_dir, monk
 @pytest.mark.slow
 def test_bad_inputs_classifies_a_refused_value_as_one_line(tmp_path, monkeypatch):
     import bad_inputs
+    from conftest import run_cli
 
+    def run(script, *args, cwd):  # the script's own runner, forked from here (no fresh imports per job)
+        proc = run_cli(script, *args, cwd=cwd, timeout=600)
+        return proc.returncode, proc.stdout + proc.stderr
+
+    monkeypatch.setattr(bad_inputs, "run", run)
     bad_inputs.main(["--cases", "trainer.epochs=0", "--out", str(tmp_path)])
     text = (tmp_path / "bad-inputs-cpu.md").read_text()
     row = next(line for line in text.splitlines() if "| trainer.epochs=0 |" in line)

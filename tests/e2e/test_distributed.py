@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from conftest import BIN, job_config, make_vit
+from conftest import BIN, job_config, make_vit, run_cli
 from safetensors.torch import load_file
 
 from glora.run.distributed import average_gradients
@@ -40,8 +40,7 @@ def torchrun_cmd(n: int, script: str, *args: str) -> list[str]:
 
 def one_process(script: str, *args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
     """The single-process reference, with one thread like each torchrun worker (same kernels)."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run([str(BIN / script), *args], capture_output=True, text=True, cwd=cwd, timeout=timeout, env=env)
+    return run_cli(script, *args, cwd=cwd, timeout=timeout, threads=1)
 
 
 def torchrun(n: int, script: str, *args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
