@@ -110,9 +110,10 @@ def main() -> None:
     tag = machine_tag(pick_device("auto"))
     text = "\n".join([
         "# The real backbone on real tasks", "", f"Machine: {json.dumps(info)}", "",
-        (f"`python benchmarks/real.py --experiment {args.experiment} --tasks {' '.join(args.tasks)}`"
+        (f"`python benchmarks/real.py --experiment {args.experiment} --tasks {' '.join(args.tasks)}"
          f"{' --checkpoint ' + args.checkpoint if args.checkpoint else ''}"
-         f"{' --overrides ' + ' '.join(args.overrides) if args.overrides else ''}: `{cfg.model.name}` "
+         f"{' --name ' + args.name if args.name else ''}"
+         f"{' --overrides ' + ' '.join(args.overrides) if args.overrides else ''}`: `{cfg.model.name}` "
          f"(`model.checkpoint={cfg.model.checkpoint}`{'' if not args.checkpoint else ', carried as an fp16 copy of the converted file'}) at "
          f"{cfg.model.img_size} px, {cfg.trainer.epochs} epochs of supernet training and of retraining, search "
          f"population {cfg.search.population} x {cfg.search.generations} generations, budget {int(cfg.pipeline.budgets[0]):,}, "
