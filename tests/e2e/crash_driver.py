@@ -83,6 +83,12 @@ def main() -> None:
         with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
             return OmegaConf.to_object(compose(job, overrides=["experiment=smoke", f"paths.cache={cache}", *resume, *overrides]))
 
+    import glora.data
+
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):  # the task each life builds (a search: its supernet's,
+        data = OmegaConf.to_object(compose("train", overrides=["experiment=smoke", *(overrides if job == "train" else [])])).data
+    if data.task in glora.data.TASKS:  # the smoke default), rendered once here: numpy only, no torch work before forking
+        glora.data._rendered(data.task, data.seed, None, data.rank_images)
     for spec in lives:
         run_dir, kill = spec.rsplit("=", 1)
         pid = os.fork()
