@@ -75,26 +75,51 @@ def run_cli(script: str, *args: str, cwd: Path, timeout: float = 300, threads: i
     if not hasattr(os, "fork") or os.environ.get("GLORA_TESTS_SUBPROCESS"):
         env = {**os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {})}
         return subprocess.run([str(BIN / script), *args], capture_output=True, text=True, cwd=cwd, timeout=timeout, env=env)
+    return start_cli(script, *args, cwd=cwd, threads=threads).wait(timeout)
+
+
+class CliChild:
+    """A console script running in a forked child (``start_cli``): its ``pid`` to signal,
+    ``wait`` for its CompletedProcess."""
+
+    def __init__(self, argv: list[str], pid: int, folder: tempfile.TemporaryDirectory):
+        self.argv, self.pid, self._folder = argv, pid, folder
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        """The exit code once the child has ended, else None."""
+        if self.returncode is None:
+            done, status = os.waitpid(self.pid, os.WNOHANG)
+            if done:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self, timeout: float = 300) -> subprocess.CompletedProcess:
+        deadline = time.monotonic() + timeout
+        while self.poll() is None:
+            if time.monotonic() > deadline:
+                os.kill(self.pid, signal.SIGKILL)
+                os.waitpid(self.pid, 0)
+                raise subprocess.TimeoutExpired(self.argv, timeout)
+            time.sleep(0.05)
+        folder = Path(self._folder.name)
+        out, err = (folder / "stdout").read_text(), (folder / "stderr").read_text()
+        self._folder.cleanup()
+        return subprocess.CompletedProcess(self.argv, self.returncode, out, err)
+
+
+def start_cli(script: str, *args: str, cwd: Path, threads: int | None = None) -> CliChild:
+    """``run_cli`` without waiting: the script starts in a forked child at once."""
     (entry,) = [e for e in importlib.metadata.entry_points(group="console_scripts") if e.name == script]
     main = entry.load()
-    with tempfile.TemporaryDirectory() as tmp:
-        out, err = Path(tmp) / "stdout", Path(tmp) / "stderr"
-        pid = os.fork()
-        if pid == 0:  # the child: never returns into pytest
-            if threads:
-                torch.set_num_threads(threads)
-            _run_forked(main, [script, *args], cwd, out, err)
-        deadline = time.monotonic() + timeout
-        while True:
-            done, status = os.waitpid(pid, os.WNOHANG)
-            if done:
-                break
-            if time.monotonic() > deadline:
-                os.kill(pid, signal.SIGKILL)
-                os.waitpid(pid, 0)
-                raise subprocess.TimeoutExpired([script, *args], timeout)
-            time.sleep(0.05)
-        return subprocess.CompletedProcess([script, *args], os.waitstatus_to_exitcode(status), out.read_text(), err.read_text())
+    folder = tempfile.TemporaryDirectory()
+    out, err = Path(folder.name) / "stdout", Path(folder.name) / "stderr"
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        if threads:
+            torch.set_num_threads(threads)
+        _run_forked(main, [script, *args], cwd, out, err)
+    return CliChild([script, *args], pid, folder)
 
 
 def _run_forked(main, argv: list[str], cwd: Path, out: Path, err: Path) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from conftest import BIN, job_config, run_cli
+from conftest import job_config, run_cli, start_cli
 from safetensors.torch import load_file
 
 from glora.run.errors import CheckpointError, ConfigError, DataError, JobError
@@ -113,9 +113,8 @@ def test_resume_restores_the_runs_own_config_and_refuses_changes(tmp_path, cache
 
 def test_jobs_started_in_the_same_second_get_their_own_run_dirs(tmp_path, cache_dir):
     args = ["experiment=smoke", f"paths.cache={cache_dir}", f"paths.runs={tmp_path}", "trainer.epochs=1"]
-    procs = [subprocess.Popen([str(BIN / "glora-train"), *args], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-             for _ in range(2)]
-    assert all(p.wait(timeout=300) == 0 for p in procs)
+    children = [start_cli("glora-train", *args, cwd=tmp_path) for _ in range(2)]  # two processes, started together
+    assert all(c.wait(300).returncode == 0 for c in children)
     runs = list((tmp_path / "train").iterdir())
     assert len(runs) == 2 and all((r / "supernet.safetensors").is_file() for r in runs)
 

@@ -2,13 +2,12 @@
 import json
 import os
 import signal
-import subprocess
 import time
 
 import pandas as pd
 import pytest
 import torch
-from conftest import BIN, job_config, run_cli
+from conftest import job_config, run_cli, start_cli
 from safetensors.torch import load_file
 
 from glora.run.errors import CheckpointError, TrainingError
@@ -57,14 +56,14 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path, cache_dir):
     full = tmp_path / "full"
     assert run_cli("glora-train", *common, f"hydra.run.dir={full}", cwd=tmp_path).returncode == 0
     killed = tmp_path / "killed"
-    proc = subprocess.Popen([str(BIN / "glora-train"), *common, f"hydra.run.dir={killed}"], cwd=tmp_path,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    child = start_cli("glora-train", *common, f"hydra.run.dir={killed}", cwd=tmp_path)
     state = killed / "train_state.json"
     deadline = time.time() + 240
-    while not state.is_file() and time.time() < deadline and proc.poll() is None:
+    while not state.is_file() and time.time() < deadline and child.poll() is None:
         time.sleep(0.01)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    if child.poll() is None:
+        os.kill(child.pid, signal.SIGKILL)  # kill -9: no cleanup runs
+    child.wait()
     epoch_at_kill = json.loads(state.read_text())["epoch"]
     assert epoch_at_kill < 4, "the run finished before it could be killed"
     proc = run_cli("glora-train", *common, f"resume={killed}", cwd=tmp_path)
