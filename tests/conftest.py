@@ -111,7 +111,12 @@ class CliChild:
 def start_cli(script: str, *args: str, cwd: Path, threads: int | None = None) -> CliChild:
     """``run_cli`` without waiting: the script starts in a forked child at once."""
     (entry,) = [e for e in importlib.metadata.entry_points(group="console_scripts") if e.name == script]
-    main = entry.load()
+    return start_forked(entry.load(), [script, *args], cwd, threads)
+
+
+def start_forked(main, argv: list[str], cwd: Path, threads: int | None = None) -> CliChild:
+    """``main()`` with ``sys.argv = argv`` in a forked child, as a process would run it."""
+    script, *args = argv
     folder = tempfile.TemporaryDirectory()
     out, err = Path(folder.name) / "stdout", Path(folder.name) / "stderr"
     pid = os.fork()

@@ -1,14 +1,12 @@
 """Crash sequences, resume semantics, and bad input refused at start with one line."""
 import os
 import random
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
-from conftest import job_config, run_cli, start_cli
+from conftest import job_config, run_cli, start_cli, start_forked
 from safetensors.torch import load_file
 
 from glora.run.errors import CheckpointError, ConfigError, DataError, JobError
@@ -18,9 +16,12 @@ KILLED = 137
 
 
 def _lives(job, cache, lives, *overrides):
-    """Exit codes of ``lives`` ((run dir, kill) pairs) run one after another."""
-    proc = subprocess.run([sys.executable, str(DRIVER), job, str(cache), *(f"{d}={k}" for d, k in lives), "--", *overrides],
-                          capture_output=True, text=True, timeout=600)
+    """Exit codes of ``lives`` ((run dir, kill) pairs) run one after another, by the crash
+    driver forked from this process (its lives are its own forks: no kill reaches pytest)."""
+    import crash_driver
+
+    argv = [str(DRIVER), job, str(cache), *(f"{d}={k}" for d, k in lives), "--", *overrides]
+    proc = start_forked(crash_driver.main, argv, cwd=Path(cache)).wait(600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     codes = [int(line) for line in proc.stdout.split()]
     assert len(codes) == len(lives) and set(codes) <= {0, KILLED}, proc.stderr[-3000:]
