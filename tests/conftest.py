@@ -168,7 +168,14 @@ def smoke_supernet(cache_dir, tmp_path_factory):
 SLOW_FOLDERS = {"e2e", "benchmarks", "stages"}
 
 
+#: Run first, longest folders first: the many short tests then fill both workers' last minutes
+#: instead of one long end-to-end test running alone at the end.
+FIRST = ("e2e", "benchmarks", "stages")
+
+
 def pytest_collection_modifyitems(config, items):
     for item in items:
         if Path(str(item.fspath)).parent.name in SLOW_FOLDERS:
             item.add_marker(pytest.mark.slow)
+    rank = {folder: i for i, folder in enumerate(FIRST)}
+    items.sort(key=lambda item: rank.get(Path(str(item.fspath)).parent.name, len(FIRST)))  # stable: file order kept within

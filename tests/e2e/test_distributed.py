@@ -120,7 +120,7 @@ def test_averaged_gradients_of_two_ranks_equal_the_gradient_of_the_whole_batch(t
     """The update N ranks compute is the one-process update of the global batch, for a
     supernet step whose layout leaves parameters unused (they have no gradient anywhere)."""
     out = tmp_path / "grads.pt"
-    torch.multiprocessing.spawn(_rank_gradients, args=(2, _free_port(), str(out)), nprocs=2)
+    torch.multiprocessing.start_processes(_rank_gradients, args=(2, _free_port(), str(out)), nprocs=2, start_method="fork")  # no fresh imports
     two = torch.load(out, weights_only=True)
     model, images, labels = _supernet_and_batch()
     one = _gradients(model, images, labels)
