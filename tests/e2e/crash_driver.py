@@ -19,7 +19,7 @@ from pathlib import Path
 KILLED = 137
 
 
-def life(job: str, cfg_for, run_dir: Path, kill: str) -> None:
+def life(job: str, cfg, run_dir: Path, kill: str) -> None:
     import torch
 
     events = {"n": 0, "writes": 0}
@@ -51,7 +51,6 @@ def life(job: str, cfg_for, run_dir: Path, kill: str) -> None:
     os.replace = replace
     real_step = torch.optim.AdamW.step
     torch.optim.AdamW.step = lambda self, *a, **k: (event(), real_step(self, *a, **k))[1]
-    cfg = cfg_for(run_dir)
     if job == "train":
         from glora.stages.train import train_supernet
 
@@ -78,10 +77,15 @@ def main() -> None:
     import glora.stages.train  # noqa: F401
     from glora.jobs.app import CONF_DIR
 
-    def cfg_for(run_dir: Path):
+    composed = {}
+
+    def cfg_for(run_dir: Path):  # composed once per (dir, fresh or resumed): lives run in forks, so none can change it
         resume = [f"resume={run_dir}"] if run_dir.is_dir() else []
-        with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-            return OmegaConf.to_object(compose(job, overrides=["experiment=smoke", f"paths.cache={cache}", *resume, *overrides]))
+        key = (str(run_dir), bool(resume))
+        if key not in composed:
+            with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+                composed[key] = OmegaConf.to_object(compose(job, overrides=["experiment=smoke", f"paths.cache={cache}", *resume, *overrides]))
+        return composed[key]
 
     import glora.data
 
@@ -91,10 +95,11 @@ def main() -> None:
         glora.data._rendered(data.task, data.seed, None, data.rank_images)
     for spec in lives:
         run_dir, kill = spec.rsplit("=", 1)
+        cfg = cfg_for(Path(run_dir))  # in this process, before the fork: composed once per dir and mode
         pid = os.fork()
         if pid == 0:
             try:
-                life(job, cfg_for, Path(run_dir), kill)
+                life(job, cfg, Path(run_dir), kill)
             except BaseException:
                 import traceback
 
