@@ -106,6 +106,7 @@ from glora.search.report import markdown_table
 from glora.spaces import DEFAULT_TARGETS, Layout
 from glora.stages.config import narrow
 from glora.stages.search import SearchJobConfig, run_search
+from glora.stages.setup import space_for
 from glora.stages.train import TrainJobConfig as TrainConfig
 from glora.stages.train import train_supernet
 from glora.supernet import GLoRAConfig, set_layout, wrap
@@ -221,7 +222,7 @@ def setup_from_plan(plan: Plan, cfg, where: str, tasks: list[str] | None) -> Set
 
 
 def setup_from_flags(args: argparse.Namespace, cfg) -> Setup:
-    space = cfg.space.build()
+    space = space_for(cfg.space, cfg.model.name)
     known = plans.method_names(args.budgets, None, args.peft_glora_ranks, [r for r in LORA_RANKS if r in space.ranks])
     methods = sorted(chosen(known, args.methods), key=_run_order)
     return Setup(tasks=args.tasks, run_tasks=args.tasks, budgets=args.budgets, seeds=args.seeds, methods=methods,
@@ -346,7 +347,7 @@ def benchmark_task(cfg, task: str, setup: Setup, work: Path) -> None:
     """Tune each method on train/val (seed 0), then train+val -> test for every seed; the
     rows land in ``work/<task>/{tuning,final}.csv``, beside the rows of methods not run now
     (``--methods`` adds to a table, it does not cut it down)."""
-    space = cfg.space.build()
+    space = space_for(cfg.space, cfg.model.name)
     found = {}
     for search in ([None] if setup.searches is None else range(setup.searches)):
         budgets = [b for b in setup.budgets if _searched_name(b, search) in setup.methods]
@@ -618,7 +619,7 @@ def report(cfg, setup: Setup, work: Path, out: Path, tag: str, command: str, pla
     tests = paired_tests(runs, setup.budgets)
     reranks = rerank_rows(work, setup.tasks, setup.budgets)
     edges = edge_choices(runs, {m: setup.grid(m) for m in runs["method"].unique()})
-    space = cfg.space.build()
+    space = space_for(cfg.space, cfg.model.name)
     out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out / f"accuracy-{tag}.csv", runs.to_csv(index=False))
     if len(tuning):

@@ -193,7 +193,9 @@ def check_config(plan: Plan, cfg, where: str) -> list[str]:
     if plan.labels != VTAB_LABELS + extra:
         raise PlanError(f"{where}: labels={plan.labels} but the config's data.rank_images={extra} gives the search "
                         f"{VTAB_LABELS + extra} labelled images; set labels: {VTAB_LABELS + extra} or data.rank_images={plan.labels - VTAB_LABELS}")
-    space = cfg.space.build()
+    from glora.stages.setup import space_for  # the space the run builds: the backbone family fills unset targets
+
+    space = space_for(cfg.space, cfg.model.name)
     known = method_names(plan.budgets, plan.searches, glora_lora_ranks=[r for r in LORA_RANKS if r in space.ranks])
     return resolve_methods(plan.methods, known, f"{where}: methods (space ranks {list(space.ranks)})")
 

@@ -34,6 +34,7 @@ from glora.run.io import write_text_atomic
 from glora.search import Budget, Evaluator, Evolution, LayoutOps, run_generations, timed, top_k
 from glora.search.report import markdown_table
 from glora.spaces import Layout
+from glora.stages.setup import space_for
 from glora.stages.train import load_trained, train_supernet
 from glora.training import predict
 
@@ -84,7 +85,7 @@ def standalone(args: argparse.Namespace) -> None:
         cfg = OmegaConf.to_object(compose("train", overrides=args.overrides))
     embedded = ensure_embedded_backbone(cfg.pretrain, cfg.paths.cache) if cfg.model.name == EMBEDDED else None
     model, _ = load_backbone(cfg.model, num_classes=0, embedded_dir=embedded, cache_root=cfg.paths.cache)
-    space = cfg.space.build()
+    space = space_for(cfg.space, cfg.model.name)
     rows, started = [], time.time()
     files = dict(item.split("=", 1) for item in args.layout_files)  # NAME=PATH: e.g. the layouts a search found
     for layout_name in [*args.layouts, *files]:
