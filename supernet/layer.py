@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from glora.spaces import TENSORS, Choice, Option, is_pointwise_conv
+from glora.spaces import TENSORS, Choice, Option, is_pointwise_conv, linear_shape
 
 from .functional import lora_a_linear, scaled_linear
 
@@ -90,12 +90,12 @@ class GLoRALinear(nn.Module):
         vector_b: str = "mean",
     ) -> None:
         super().__init__()
-        self.pointwise = is_pointwise_conv(base_layer)
-        if not (self.pointwise or isinstance(base_layer, nn.Linear)):
+        shape = linear_shape(base_layer)
+        if shape is None:
             raise TypeError(f"GLoRA wraps an nn.Linear or a 1x1 nn.Conv2d, not {base_layer!r}")
+        self.pointwise = is_pointwise_conv(base_layer)
         self.base_layer = base_layer
-        self.in_features = base_layer.in_channels if self.pointwise else base_layer.in_features
-        self.out_features = base_layer.out_channels if self.pointwise else base_layer.out_features
+        self.in_features, self.out_features = shape.in_features, shape.out_features
         for p in base_layer.parameters():
             p.requires_grad_(False)
         self.choices = tuple(choices[t] for t in TENSORS)

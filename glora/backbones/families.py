@@ -3,7 +3,7 @@
 A family owns the GLoRA targets a space takes when ``space.targets`` is left unset, how
 ``model.img_size`` reaches the model (a ViT is built at that size and its position
 embeddings are resampled; a CNN is size-agnostic, so only the preprocessing changes), and
-the head: its module name and how a fresh one is put on. Everything else about a backbone
+how a fresh head is put on (its module name is ``spaces.classifier_name``'s). Everything else about a backbone
 (building, weights, preprocessing statistics) is timm's and goes through ``load``.
 
 A family is picked from the timm module that defines the architecture; a model of a module
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import timm
 from torch import nn
 
-from glora.spaces import DEFAULT_TARGETS, classifier_name
+from glora.spaces import DEFAULT_TARGETS
 
 __all__ = ["CNN_TARGETS", "FAMILIES", "Family", "family_of"]
 
@@ -37,10 +37,6 @@ class Family:
     def build_kwargs(self, kwargs: dict, img_size: int | None) -> dict:
         """``create_model``'s kwargs for ``model.img_size``."""
         return {**kwargs, "img_size": img_size} if img_size and self.size_in_kwargs else dict(kwargs)
-
-    @staticmethod
-    def head_name(model: nn.Module) -> str:
-        return classifier_name(model)
 
     @staticmethod
     def reset_head(model: nn.Module, num_classes: int) -> None:

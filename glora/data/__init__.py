@@ -112,16 +112,16 @@ def _rendered(task: str, seed: int, sizes: tuple[tuple[str, int], ...] | None, r
 
 def _embedded(cfg: DataConfig, pre: Preprocess, sizes: dict[str, int] | None = None) -> tuple[dict[str, Dataset], int]:
     if cfg.task in REAL_TASKS:
-        made, classes = load_real_task(cfg.task, cfg.seed, pre.img_size, cfg.rank_images), REAL_TASKS[cfg.task].classes
+        arrays, classes = load_real_task(cfg.task, cfg.seed, pre.img_size, cfg.rank_images), REAL_TASKS[cfg.task].classes
     elif cfg.task in TASKS:
         try:
-            made, classes = _rendered(cfg.task, cfg.seed, tuple(sorted(sizes.items())) if sizes else None, cfg.rank_images), TASKS[cfg.task][1]
+            cached = _rendered(cfg.task, cfg.seed, tuple(sorted(sizes.items())) if sizes else None, cfg.rank_images)
+            arrays, classes = {split: (images.copy(), labels.copy()) for split, (images, labels) in cached.items()}, TASKS[cfg.task][1]
         except ValueError as err:
             raise DataError(str(err)) from None
     else:
         raise DataError(f"data.task={cfg.task!r} is not a built-in task; choose one of {sorted(TASKS)} (embedded) "
                         f"or {sorted(REAL_TASKS)} (real images from installed packages)")
-    arrays = {split: (images.copy(), labels.copy()) for split, (images, labels) in made.items()}
     mean = torch.tensor(pre.mean).view(1, 3, 1, 1)
     std = torch.tensor(pre.std).view(1, 3, 1, 1)
     splits: dict[str, Dataset] = {}

@@ -32,5 +32,5 @@ class Retrained:
 class Merged:
     """The merged model (plain backbone modules) and what the merge was checked by."""
 
-    model: torch.nn.Module
+    model: nn.Module
     metrics: dict

@@ -33,13 +33,14 @@ def merge_checked(trained: Retrained, run_dir: Path) -> Merged:
     merge(model)
     merged, _ = predict(model, loader, trained.device)
     max_diff = (merged - unmerged).abs().max().item()
-    same = bool(torch.equal(merged.argmax(-1), unmerged.argmax(-1)))
+    merged_pred, unmerged_pred = merged.argmax(-1), unmerged.argmax(-1)
+    same = bool(torch.equal(merged_pred, unmerged_pred))
     if not same:
-        log.warning("merged and unmerged predictions differ on %d images (max logit diff %.2e)", int((merged.argmax(-1) != unmerged.argmax(-1)).sum()), max_diff)
+        log.warning("merged and unmerged predictions differ on %d images (max logit diff %.2e)", int((merged_pred != unmerged_pred).sum()), max_diff)
     metrics = {
         "task": task.name, "protocol": trained.protocol, "report_split": split,
-        f"{split}_acc": (merged.argmax(-1) == labels).float().mean().item(),
-        f"{split}_acc_unmerged": (unmerged.argmax(-1) == labels).float().mean().item(),
+        f"{split}_acc": (merged_pred == labels).float().mean().item(),
+        f"{split}_acc_unmerged": (unmerged_pred == labels).float().mean().item(),
         "merged_predictions_equal": same, "merged_max_logit_diff": max_diff,
         "trainable_params": layout.trainable_params, "head_params": head_params, "layout_hash": layout.hash,
         "adapter_bytes": adapter_bytes, "lr": trained.lr,

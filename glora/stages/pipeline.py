@@ -33,10 +33,8 @@ from glora.search import SearchStrategy
 from glora.search.report import markdown_table
 
 from .config import narrow
-from .export import export
 from .front import best_under, front_layout, read_front
-from .merge import merge_checked
-from .retrain import RetrainConfig, RetrainJobConfig, retrain
+from .retrain import RetrainConfig, RetrainJobConfig, retrain_merge_export
 from .search import SearchJobConfig, run_search
 from .train import TrainJobConfig, train_supernet
 
@@ -113,10 +111,8 @@ def run_pipeline(cfg: PipelineJobConfig, run_dir: Path) -> pd.DataFrame:
         for budget, layout, search_val_acc in _searched_layouts(cfg, train_dir, run_dir, task):
             tag = f"{task}-{budget}"
             log.info("== %s: retrain %s, merge, export", tag, layout.relative_to(run_dir))
-            retrain_dir = run_dir / f"retrain-{tag}"
-            trained = retrain(narrow(cfg, RetrainJobConfig, layout=str(layout), data=data,
-                                     retrain=replace(cfg.retrain, budget=budget), resume=None), retrain_dir)
-            done = export(trained, merge_checked(trained, retrain_dir), retrain_dir)
+            done = retrain_merge_export(narrow(cfg, RetrainJobConfig, layout=str(layout), data=data,
+                                               retrain=replace(cfg.retrain, budget=budget), resume=None), run_dir / f"retrain-{tag}")
             split = done["report_split"]
             rows.append({
                 "task": task, "budget": budget, "trainable_params": done["trainable_params"],
