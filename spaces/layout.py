@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import random
 from dataclasses import dataclass, field, replace
@@ -16,7 +17,7 @@ from glora.run.io import write_json_atomic
 from .options import TENSORS, Option, OptionError, option_cost, parse_option
 from .space import LayerShape, Space, SpaceError, model_name
 
-__all__ = ["Layout", "LayoutError", "FORMAT", "Choice"]
+__all__ = ["Layout", "LayoutError", "FORMAT", "Choice", "TunedLr"]
 
 FORMAT = "glora-layout/1"
 
@@ -26,6 +27,52 @@ Choice = tuple[Option, Option, Option, Option, Option]
 
 class LayoutError(ValueError):
     """A layout that does not fit the model or space it is used with."""
+
+
+def _positive_lr(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value) and value > 0
+
+
+@dataclass(frozen=True)
+class TunedLr:
+    """The lr a search's re-ranking chose on val from ``grid``: the search hands it to the
+    retraining with the layout (a retrain trains at it when the grid held a choice)."""
+
+    lr: float
+    grid: tuple[float, ...]
+    val_acc: float | None = None  # the winner's stand-alone val accuracy at ``lr``
+
+    @property
+    def chosen(self) -> bool:
+        """A grid of one lr chose nothing: the retraining keeps its own optim.lr."""
+        return len(self.grid) >= 2
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"lr": self.lr, "grid": list(self.grid), "val_acc": self.val_acc}
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str) -> "TunedLr":
+        """Parse a layout's ``tuned_lr`` block; a bad field is one LayoutError naming it."""
+        where = f"{source}: field 'tuned_lr'"
+        if not isinstance(data, Mapping):
+            raise LayoutError(f"{where} must be an object {{lr, grid, val_acc}}; fix it or drop it to retrain at optim.lr")
+        grid, lr, acc = data.get("grid"), data.get("lr"), data.get("val_acc")
+        if not isinstance(grid, list) or not grid or not all(_positive_lr(x) for x in grid):
+            raise LayoutError(f"{where}.grid={grid!r} is not a non-empty list of lrs > 0; fix it or drop tuned_lr to retrain at optim.lr")
+        if not _positive_lr(lr) or lr not in grid:
+            raise LayoutError(f"{where}.lr={lr!r} is not one of its grid {grid}; fix it or drop tuned_lr to retrain at optim.lr")
+        if acc is not None and (isinstance(acc, bool) or not isinstance(acc, (int, float)) or not 0 <= acc <= 1):
+            raise LayoutError(f"{where}.val_acc={acc!r} is not an accuracy in [0, 1] (or null); fix it or drop it")
+        return cls(float(lr), tuple(float(x) for x in grid), None if acc is None else float(acc))
+
+    @classmethod
+    def from_metrics(cls, metrics: Mapping[str, Any], source: str) -> "TunedLr | None":
+        """Layouts written before ``tuned_lr`` kept the choice in metrics
+        (``standalone_lr`` among ``standalone_lrs``): read them the same way."""
+        if "standalone_lr" not in metrics and "standalone_lrs" not in metrics:
+            return None
+        block = {"lr": metrics.get("standalone_lr"), "grid": metrics.get("standalone_lrs"), "val_acc": metrics.get("standalone_val_acc")}
+        return cls.from_dict(block, f"{source} (metrics.standalone_lr / standalone_lrs)")
 
 
 def _describe(options: tuple[Option, ...]) -> str:
@@ -48,6 +95,7 @@ class Layout:
     budget: int | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
     stored_params: int | None = None
+    tuned_lr: TunedLr | None = None  # the search's lr choice, handed to the retraining
 
     # ---- building -------------------------------------------------------------------
     @classmethod
@@ -161,6 +209,8 @@ class Layout:
             "layers": {n: {t: str(o) for t, o in zip(TENSORS, c)} for n, c in self.layers.items()},
             "metrics": dict(self.metrics),
         }
+        if self.tuned_lr is not None:
+            data["tuned_lr"] = self.tuned_lr.to_dict()
         return data
 
     @classmethod
@@ -198,13 +248,18 @@ class Layout:
             layers[name] = tuple(options)  # type: ignore[assignment]
         params = data.get("trainable_params")
         budget = data.get("budget")
+        metrics = data.get("metrics") or {}
+        if not isinstance(metrics, Mapping):
+            raise LayoutError(f"{source}: field 'metrics' must be an object (or null), got {type(metrics).__name__}")
+        tuned = TunedLr.from_dict(data["tuned_lr"], source) if data.get("tuned_lr") is not None else TunedLr.from_metrics(metrics, source)
         return cls(
             layers,
             str(data["model"]),
             space,
             budget=None if budget is None else int(budget),
-            metrics=dict(data.get("metrics") or {}),
+            metrics=dict(metrics),
             stored_params=None if params is None else int(params),
+            tuned_lr=tuned,
         )
 
     def save(self, path: str | os.PathLike) -> Path:

@@ -13,7 +13,7 @@ from torch import nn
 from glora.run.errors import require
 
 from .layer import UP_INITS, VECTOR_B
-from .wrap import param_groups
+from .wrap import param_groups, step_conflicts
 
 __all__ = ["FixedLrs", "GLoRAConfig", "LrMultipliers", "RelativeSteps", "SupportSteps"]
 
@@ -96,8 +96,8 @@ class SupportSteps:
     relative_step: RelativeSteps = field(default_factory=RelativeSteps)  # e.g. optim.relative_step.D=0.3 (then lr_mult.D is unused)
 
     def __post_init__(self) -> None:
-        for tensor, step in asdict(self.relative_step).items():
-            require(step is None or getattr(self.fixed_lr, tensor) is None, f"optim.relative_step.{tensor}", step,
+        for tensor in step_conflicts(asdict(self.fixed_lr), asdict(self.relative_step))[:1]:
+            require(False, f"optim.relative_step.{tensor}", getattr(self.relative_step, tensor),
                     f"optim.fixed_lr.{tensor} is set too: set one of the two (null the other)")
 
     def param_groups(self, model: nn.Module, lr: float) -> list[dict]:

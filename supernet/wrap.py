@@ -106,6 +106,12 @@ def _unfreeze_norm_stats(model: nn.Module) -> None:
 RELATIVE_TENSORS = {"A": "weight", "D": "bias"}  # the multiplicative paths: W0 ⊙ A, b0 ⊙ D
 
 
+def step_conflicts(fixed_lr: Mapping[str, float | None] | None, relative_step: Mapping[str, float | None] | None) -> list[str]:
+    """The support tensors given both a fixed lr and a relative step (each takes one rule):
+    the one check behind ``param_groups`` and the config's ``SupportSteps``."""
+    return sorted(k for k, v in (relative_step or {}).items() if v is not None and (fixed_lr or {}).get(k) is not None)
+
+
 def param_groups(
     model: nn.Module, lr: float, lr_mult: Mapping[str, float], fixed_lr: Mapping[str, float | None] | None = None,
     relative_step: Mapping[str, float | None] | None = None,
@@ -118,7 +124,7 @@ def param_groups(
     ``lr × lr_mult[tensor]``; everything else (the head, plain models) at ``lr``."""
     fixed = {k: v for k, v in (fixed_lr or {}).items() if v is not None}
     relative = {k: v for k, v in (relative_step or {}).items() if v is not None}
-    both = sorted(set(fixed) & set(relative))
+    both = step_conflicts(fixed, relative)
     if both:
         raise ValueError(f"support tensor(s) {both} have both a fixed lr and a relative step; set one of the two")
     unknown = sorted(set(relative) - set(RELATIVE_TENSORS))

@@ -7,11 +7,11 @@ import pytest
 import timm
 import torch
 
-if os.environ.get("PYTEST_XDIST_WORKER"):
-    # pytest -n N runs N workers on N cores: one thread each (and in the jobs they start),
-    # instead of N workers each spreading over every core.
-    os.environ["OMP_NUM_THREADS"] = "1"
-    torch.set_num_threads(1)
+# One torch thread per test process (and in the jobs it starts): pytest -n N runs N workers
+# on N cores, and a console script forked from a process whose OpenMP pool has run can hang
+# in its first parallel region (a serial run hung in test_budget_sweep_and_report that way).
+os.environ["OMP_NUM_THREADS"] = "1"
+torch.set_num_threads(1)
 
 TINY_VIT = dict(img_size=32, patch_size=8, embed_dim=48, depth=2, num_heads=3, num_classes=5)
 

@@ -1,4 +1,5 @@
-"""What one stage hands the next, typed: retrain -> merge -> export."""
+"""What one stage hands the next, typed: search -> re-rank -> retrain -> merge -> export
+(the search hands the retraining its layout file, whose ``tuned_lr`` is a typed field)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -8,9 +9,19 @@ from torch import nn
 
 from glora.backbones import BackboneSpec
 from glora.data import TaskData
-from glora.spaces import Layout
+from glora.search import Record
+from glora.spaces import Layout, TunedLr
 
-__all__ = ["Merged", "Retrained"]
+__all__ = ["Merged", "Reranked", "Retrained"]
+
+
+@dataclass
+class Reranked:
+    """The re-ranking's winner, every candidate's row, and the lr the winner won at."""
+
+    winner: Record
+    table: list[dict]
+    tuned_lr: TunedLr
 
 
 @dataclass

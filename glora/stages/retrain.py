@@ -4,7 +4,6 @@ a ``glora-retrain`` job is: this one, ``merge.merge_checked``, ``export.export``
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Optional
@@ -50,21 +49,15 @@ class RetrainJobConfig(TrainingJobConfig):
 
 def retrain_optim(cfg: RetrainJobConfig, layout: Layout) -> GLoRAOptimConfig:
     """``cfg.optim``, at the lr the search's re-ranking chose for this layout when it chose
-    one from a grid of lrs (its layout.json's ``standalone_lr`` among ``standalone_lrs``):
-    that choice was made on val, so it is the tuned lr a user who asked for a grid expects
-    the retraining to use. A re-ranking at one lr chose nothing, and optim.lr stands."""
-    tried = layout.metrics.get("standalone_lrs") or []
-    if not isinstance(tried, list):
-        raise JobError(f"layout {cfg.layout}: metrics.standalone_lrs={tried!r} is not a list of lrs; fix it, or drop it to train at optim.lr")
-    if not cfg.retrain.lr_from_search or len(tried) < 2:
+    one from a grid of lrs (the layout's ``tuned_lr``): that choice was made on val, so it is
+    the tuned lr a user who asked for a grid expects the retraining to use. A re-ranking at
+    one lr chose nothing, and optim.lr stands."""
+    tuned = layout.tuned_lr
+    if not cfg.retrain.lr_from_search or tuned is None or not tuned.chosen:
         return cfg.optim
-    lr = layout.metrics.get("standalone_lr")
-    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not (math.isfinite(lr) and lr > 0):
-        raise JobError(f"layout {cfg.layout}: metrics.standalone_lr={lr!r} is not a positive lr; "
-                       "fix it, or set retrain.lr_from_search=false to train at optim.lr")
     log.info("training at lr %g, the search's re-ranking choice among %s (retrain.lr_from_search=false trains at optim.lr=%g)",
-             lr, tried, cfg.optim.lr)
-    return replace(cfg.optim, lr=lr)
+             tuned.lr, list(tuned.grid), cfg.optim.lr)
+    return replace(cfg.optim, lr=tuned.lr)
 
 
 def retrain(cfg: RetrainJobConfig, run_dir: Path) -> Retrained:
@@ -78,7 +71,7 @@ def retrain(cfg: RetrainJobConfig, run_dir: Path) -> Retrained:
             f"layout {cfg.layout} has {layout.trainable_params} trainable params, above retrain.budget={cfg.retrain.budget}; "
             "search again under that budget or raise it"
         )
-    optim = retrain_optim(cfg, layout)  # a bad lr in the layout fails here, before any training
+    optim = retrain_optim(cfg, layout)
     model, spec, task = wrapped_backbone(cfg, layout.space)
     layout = set_layout(model, layout)  # one LayoutError for a layout of another model or space
     identity = {"parameterisation": parameterisation(cfg.glora.vector_b), "model": spec.name, "kwargs": spec.kwargs, "num_classes": task.num_classes, "layout_hash": layout.hash}

@@ -132,20 +132,6 @@ def test_averaged_gradients_of_two_ranks_equal_the_gradient_of_the_whole_batch(t
         assert torch.allclose(two[name], one[name], rtol=1e-5, atol=1e-5 * scale), name
 
 
-@pytest.mark.slow  # torchrun
-def test_two_processes_train_like_one_process_with_the_same_global_batch(tmp_path, cache_dir):
-    common = ["experiment=smoke", f"paths.cache={cache_dir}", "data.batch_size=64", *UNIT_STEPS]
-    one = one_process("glora-train", *common, f"hydra.run.dir={tmp_path / 'one'}", cwd=tmp_path)
-    assert one.returncode == 0, one.stderr[-3000:]
-    two = torchrun(2, "glora-train", *common, f"paths.runs={tmp_path / 'runs'}", cwd=tmp_path)
-    assert two.returncode == 0, two.stdout[-3000:] + two.stderr[-3000:]
-    (run,) = (tmp_path / "runs" / "train").iterdir()  # both ranks resolved rank 0's run dir
-    assert_same_training(tmp_path / "one", run)
-    a, b = pd.read_csv(tmp_path / "one" / "metrics.csv"), pd.read_csv(run / "metrics.csv")
-    assert ((a["train/loss"] - b["train/loss"]).abs() < 1e-4).all() and (a["val/acc"] == b["val/acc"]).all()
-    assert (run / ".hydra").is_dir() and len(list(run.glob("*.log"))) == 1
-
-
 def _worker_pids(parent: int) -> dict[int, int]:
     """rank -> pid of torchrun's workers (children of its agent)."""
     found = {}
@@ -159,16 +145,19 @@ def _worker_pids(parent: int) -> dict[int, int]:
 
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs /proc to find the worker processes")
 @pytest.mark.slow  # torchrun
-def test_a_dead_rank_stops_the_run_cleanly_and_it_resumes_to_the_same_weights(tmp_path, cache_dir):
+def test_two_processes_train_like_one_and_a_dead_rank_stops_the_run_cleanly_and_it_resumes_to_the_same_weights(tmp_path, cache_dir):
+    """One torchrun launch killed mid-way and one resuming it: both ranks write rank 0's
+    run dir, a dead rank stops the other at once, and the resumed two-process run ends with
+    the single-process run's weights and curves (the same global batch)."""
     common = ["experiment=smoke", f"paths.cache={cache_dir}", "trainer.epochs=5", "data.batch_size=50", *UNIT_STEPS]
     one = one_process("glora-train", *common, f"hydra.run.dir={tmp_path / 'one'}", cwd=tmp_path)
     assert one.returncode == 0, one.stderr[-3000:]
 
-    run = tmp_path / "killed"
-    proc = subprocess.Popen(torchrun_cmd(2, "glora-train", *common, f"hydra.run.dir={run}"), cwd=tmp_path,
+    runs = tmp_path / "runs" / "train"
+    proc = subprocess.Popen(torchrun_cmd(2, "glora-train", *common, f"paths.runs={tmp_path / 'runs'}"), cwd=tmp_path,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     deadline = time.time() + 240
-    while not (run / "train_state.json").is_file() and time.time() < deadline and proc.poll() is None:
+    while not list(runs.glob("*/train_state.json")) and time.time() < deadline and proc.poll() is None:
         time.sleep(0.01)
     try:
         os.kill(_worker_pids(proc.pid)[1], signal.SIGKILL)
@@ -179,6 +168,7 @@ def test_a_dead_rank_stops_the_run_cleanly_and_it_resumes_to_the_same_weights(tm
             os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode != 0 and time.time() - started < 120
     assert re.search(r"rank\s*:\s*1\b", output), output[-3000:]  # torchrun names the failed rank
+    (run,) = runs.iterdir()  # both ranks resolved rank 0's time-stamped run dir
     epoch_at_kill = json.loads((run / "train_state.json").read_text())["epoch"]
     assert 1 <= epoch_at_kill < 5, "the run finished before it could be killed"
 
@@ -186,6 +176,10 @@ def test_a_dead_rank_stops_the_run_cleanly_and_it_resumes_to_the_same_weights(tm
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     assert json.loads((run / "train_state.json").read_text())["epoch"] == 5
     assert_same_training(tmp_path / "one", run)
+    a, b = pd.read_csv(tmp_path / "one" / "metrics.csv"), pd.read_csv(run / "metrics.csv")
+    assert len(a) == len(b) == 5
+    assert ((a["train/loss"] - b["train/loss"]).abs() < 1e-4).all() and (a["val/acc"] == b["val/acc"]).all()
+    assert (run / ".hydra").is_dir() and len(list(run.glob("*.log"))) == 1
 
 
 def test_global_batch_not_divisible_by_the_world_size_is_one_clear_error(tmp_path, cache_dir):

@@ -29,8 +29,9 @@ LAYERS = [
     ("glora.stages.front",),
     ("glora.stages.pretrain",),
     ("glora.stages.train",),
-    ("glora.stages.search",),
     ("glora.stages.handoff",),
+    ("glora.stages.rerank",),
+    ("glora.stages.search",),
     ("glora.stages.merge", "glora.stages.export"),
     ("glora.stages.retrain",),
     ("glora.stages.pipeline", "glora.stages.sweep_report"),
@@ -137,3 +138,13 @@ def test_one_home_each(what, pattern, home):
     sites = _call_sites(pattern)
     assert sites and all(s.startswith(home + ":") for s in sites), f"{what} outside {home}: {sites}"
     assert len(sites) == 1, f"more than one {what}: {sites}"
+
+
+def test_every_package_is_installed():
+    """A wheel holds only the packages pyproject.toml lists: a package folder left out
+    imports in an editable checkout and is missing from an installed one."""
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {name for name, path in MODULES.items() if path.name == "__init__.py"}
+    assert found <= listed, f"add {sorted(found - listed)} to [tool.setuptools] packages in pyproject.toml"

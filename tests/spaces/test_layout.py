@@ -4,7 +4,7 @@ import pickle
 import pytest
 from conftest import make_vit
 
-from glora.spaces import FORMAT, Layout, LayoutError, Space
+from glora.spaces import FORMAT, Layout, LayoutError, Space, TunedLr
 from glora.supernet import set_layout, wrap
 
 
@@ -35,6 +35,22 @@ def test_json_round_trip_is_exact(wrapped, tmp_path):
     bound = set_layout(model, loaded)
     assert bound.trainable_params == layout.trainable_params
     assert bound.to_dict() == layout.to_dict()
+
+
+def test_tuned_lr_is_a_typed_field_the_hash_ignores(wrapped, tmp_path):
+    """The search hands the retraining its lr choice as ``tuned_lr``: it survives the JSON,
+    leaves the layout's id alone, and older files' metrics keys read as the same field."""
+    model, space = wrapped
+    layout = Layout.sample(model, space, seed=0)
+    layout.tuned_lr = TunedLr(3e-3, (1e-3, 3e-3, 1e-2), 0.75)
+    loaded = Layout.load(layout.save(tmp_path / "tuned.json"))
+    assert loaded.tuned_lr == layout.tuned_lr and loaded.tuned_lr.chosen and loaded.hash == Layout.sample(model, space, seed=0).hash
+    old = layout.to_dict()
+    del old["tuned_lr"]
+    old["metrics"] = {"standalone_lr": 3e-3, "standalone_lrs": [1e-3, 3e-3, 1e-2], "standalone_val_acc": 0.75}
+    assert Layout.from_dict(old).tuned_lr == layout.tuned_lr
+    assert Layout.from_dict({**old, "metrics": {}}).tuned_lr is None
+    assert not TunedLr(1e-3, (1e-3,)).chosen  # one lr chose nothing
 
 
 def test_sampling_covers_every_option(wrapped):
@@ -81,6 +97,9 @@ _DELETE = object()
         (("model",), "vit_base_patch16_224", r"layout is for model 'vit_base_patch16_224' but this model is 'vit_tiny_patch16_224'"),
         (("format",), "glora-layout/0", r"field 'format' is 'glora-layout/0', expected 'glora-layout/1'"),
         (("trainable_params",), 12, r"says trainable_params=12 but it counts"),
+        (("tuned_lr",), {"lr": 0.5, "grid": [1e-3, 1e-2]}, r"field 'tuned_lr'.lr=0.5 is not one of its grid \[0.001, 0.01\]"),
+        (("tuned_lr",), [1e-3], r"field 'tuned_lr' must be an object"),
+        (("metrics",), "fast", r"field 'metrics' must be an object"),
     ],
 )
 def test_bad_layout_gets_one_clear_error(wrapped, tmp_path, path, value, message):

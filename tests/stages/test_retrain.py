@@ -80,7 +80,7 @@ def test_retrain_trains_at_the_lr_the_reranking_chose_from_a_grid(layout_file, c
     data = Layout.load(layout_file).to_dict()
 
     def layout_with(name: str, lrs: list[float]) -> str:
-        data["metrics"] = {**data["metrics"], "standalone_lr": tuned, "standalone_lrs": lrs}
+        data["tuned_lr"] = {"lr": tuned, "grid": lrs, "val_acc": 0.5}
         (tmp_path / name).write_text(json.dumps(data))
         return str(tmp_path / name)
 
@@ -116,12 +116,18 @@ def test_bad_input(layout_file, cache_dir, tmp_path):
     proc = run_cli("glora-retrain", f"layout={layout_file}", f"hydra.run.dir={blocker / 'run'}", cwd=tmp_path)
     assert proc.returncode == 1 and "is not writable" in proc.stderr and "Traceback" not in proc.stderr
     bad = Layout.load(layout_file).to_dict()
-    for field, metrics in (("standalone_lr", {"standalone_lr": "fast", "standalone_lrs": [1e-3, 1e-2]}),
-                           ("standalone_lrs", {"standalone_lr": 1e-2, "standalone_lrs": 0.01})):
-        bad["metrics"] = metrics
+    for i, (field, block) in enumerate((("lr", {"lr": "fast", "grid": [1e-3, 1e-2]}), ("lr", {"lr": 3e-3, "grid": [1e-3, 1e-2]}),
+                                        ("grid", {"lr": 1e-2, "grid": 0.01}), ("grid", {"lr": 1e-2, "grid": [1e-2, -1]}),
+                                        ("val_acc", {"lr": 1e-2, "grid": [1e-2], "val_acc": 7}))):
+        bad["tuned_lr"] = block
         (tmp_path / "bad.json").write_text(json.dumps(bad))
-        with pytest.raises(JobError, match=rf"metrics.{field}=.* fix it"):
-            retrain(job_config("retrain", cache_dir, f"layout={tmp_path / 'bad.json'}"), tmp_path / f"e-{field}")
-        assert not (tmp_path / f"e-{field}" / "retrain.safetensors").exists()  # refused before any training
+        with pytest.raises(LayoutError, match=rf"field 'tuned_lr'.{field}=.* fix it"):
+            retrain(job_config("retrain", cache_dir, f"layout={tmp_path / 'bad.json'}"), tmp_path / f"e{i}")
+        assert not (tmp_path / f"e{i}" / "retrain.safetensors").exists()  # refused before any training
+    del bad["tuned_lr"]  # a layout written before tuned_lr kept the choice in metrics: read and checked the same way
+    bad["metrics"] = {"standalone_lr": 1e-2, "standalone_lrs": 0.01}
+    (tmp_path / "old.json").write_text(json.dumps(bad))
+    with pytest.raises(LayoutError, match=r"metrics.standalone_lr / standalone_lrs\): field 'tuned_lr'.grid=0.01"):
+        retrain(job_config("retrain", cache_dir, f"layout={tmp_path / 'old.json'}"), tmp_path / "old")
     with pytest.raises(JobError, match="layout is not set"):
         retrain(job_config("retrain", cache_dir), tmp_path / "d")

@@ -67,7 +67,7 @@ def test_search_writes_its_outputs(smoke_supernet, cache_dir, tmp_path):
 
 
 def test_rerank_trains_the_top_layouts_and_the_lora_ones_alone_at_each_lr(cache_dir, tmp_path, monkeypatch):
-    import glora.stages.search as stage
+    import glora.stages.rerank as stage
     from glora.stages.setup import wrapped_backbone
     from glora.stages.train import train_supernet
     from glora.supernet import set_layout
@@ -95,8 +95,9 @@ def test_rerank_trains_the_top_layouts_and_the_lora_ones_alone_at_each_lr(cache_
     layout = Layout.load(tmp_path / "layout.json")
     assert layout.hash == winner["layout_hash"] == metrics["best_layout_hash"]
     assert layout.metrics["standalone_val_acc"] == winner["standalone_val_acc"] == metrics["best_standalone_val_acc"]
-    assert layout.metrics["standalone_lr"] == winner["standalone_lr"] == metrics["best_standalone_lr"]
-    assert layout.metrics["standalone_lrs"] == [1e-3, 3e-2]  # the grid it chose from (a retrain takes its choice)
+    assert layout.tuned_lr.lr == winner["standalone_lr"] == metrics["best_standalone_lr"]
+    assert layout.tuned_lr.grid == (1e-3, 3e-2) and layout.tuned_lr.chosen  # the grid it chose from (a retrain takes its choice)
+    assert layout.tuned_lr.val_acc == winner["standalone_val_acc"]
     # The stand-alone score is a real training run: the same training by hand, at the lr it
     # won at, gives the same accuracy on the ranking images (val + data.rank_images).
     cfg = sn.config
@@ -125,7 +126,8 @@ def test_rerank_defaults_to_the_supernets_lr(smoke_supernet, cache_dir, tmp_path
     metrics = _search(smoke_supernet, cache_dir, tmp_path, "search.rerank=1", "search.rerank_epochs=1")
     assert {row["standalone_lr"] for row in metrics["reranked"]} == {load_trained(smoke_supernet).config.optim.lr}
     assert "val_acc_lr0.001" not in metrics["reranked"][0]
-    assert Layout.load(tmp_path / "layout.json").metrics["standalone_lrs"] == [load_trained(smoke_supernet).config.optim.lr]
+    tuned = Layout.load(tmp_path / "layout.json").tuned_lr
+    assert tuned.grid == (load_trained(smoke_supernet).config.optim.lr,) and not tuned.chosen  # one lr chose nothing
 
 
 @pytest.mark.parametrize("strategy", [*sorted(STRATEGIES), "pareto aimed"])  # every registered strategy, and a front aimed at budgets
