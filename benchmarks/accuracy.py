@@ -203,6 +203,7 @@ class Setup:
     supernet_epochs: int | None
     peft_glora_ranks: list[int]
     full_ft_warmup: float | None = None  # None: optim.warmup_epochs
+    tune_seeds: int = 1  # seeds 0..k-1 train each grid point; the mean val accuracy chooses
     plan: Plan | None = None
     flag_lrs: tuple[float, ...] = DEFAULT_LRS  # the flags' --lrs, which every method (but probe_logreg) chose from
 
@@ -218,7 +219,7 @@ def setup_from_plan(plan: Plan, cfg, where: str, tasks: list[str] | None) -> Set
             raise PlanError(f"{where}: --tasks {task} is not among the plan's tasks {list(plan.tasks)}; run one of those")
     return Setup(tasks=list(plan.tasks), run_tasks=list(tasks or plan.tasks), budgets=list(plan.budgets), seeds=plan.seeds, methods=methods,
                  grids={m: plans.method_grid(plan, m) for m in methods}, searches=plan.searches, supernet_epochs=plan.supernet_epochs,
-                 peft_glora_ranks=list(LORA_RANKS), full_ft_warmup=plan.full_ft_warmup_epochs, plan=plan)
+                 peft_glora_ranks=list(LORA_RANKS), full_ft_warmup=plan.full_ft_warmup_epochs, tune_seeds=plan.tune_seeds, plan=plan)
 
 
 def setup_from_flags(args: argparse.Namespace, cfg) -> Setup:
@@ -367,6 +368,10 @@ def benchmark_task(cfg, task: str, setup: Setup, work: Path) -> None:
             write_text_atomic(work / task / "tuning.csv", pd.DataFrame(tuning).to_csv(index=False))
 
 
+def _tuning_words(setup: Setup) -> str:
+    return "seed 0" if setup.tune_seeds == 1 else f"seeds 0..{setup.tune_seeds - 1}, the best mean val accuracy"
+
+
 def _search_of(name: str) -> int | None:
     found = re.fullmatch(r"glora_search_\d+_s(\d+)", name)
     return int(found.group(1)) if found else None
@@ -384,9 +389,11 @@ def _trained_rows(cfg, space, task: str, name: str, setup: Setup, found: dict, r
     tries = []
     lr = grid[0]
     if len(grid) > 1:
-        tries = [run_method(name, build(0), cfg, task, 0, lr, ("train", "val"), runs / f"tune-lr{lr:g}") for lr in grid]
-        lr = max(tries, key=lambda r: (r["acc"], -r["lr"]))["lr"]  # best val; a tie goes to the smaller lr
-        log.info("%s %s: val acc %s -> lr %g", task, name, [round(r["acc"], 3) for r in tries], lr)
+        tries = [run_method(name, build(seed), cfg, task, seed, lr, ("train", "val"), runs / (f"tune-lr{lr:g}" + (f"-seed{seed}" if seed else "")))
+                 for lr in grid for seed in range(setup.tune_seeds)]
+        val = pd.DataFrame(tries).groupby("lr")["acc"].mean()
+        lr = float(max(grid, key=lambda x: (val[x], -x)))  # best mean val accuracy over the tuning seeds; a tie goes to the smaller lr
+        log.info("%s %s: val acc %s -> lr %g", task, name, [round(val[x], 3) for x in grid], lr)
     rows = []
     for seed in range(setup.seeds):
         row = run_method(name, build(seed), cfg, task, seed, lr, ("trainval", "test"), runs / f"lr{lr:g}" / f"seed{seed}")
@@ -637,7 +644,7 @@ def report(cfg, setup: Setup, work: Path, out: Path, tag: str, command: str, pla
         f"`{command.strip()}`", "",
         (f"Protocol: every method trains {cfg.trainer.epochs} epochs (AdamW, warm-up {cfg.optim.warmup_epochs:g} epochs then cosine, "
          f"weight decay {cfg.optim.weight_decay:g}, batch {cfg.data.batch_size}); {_grid_words(setup)}; "
-         "each chooses on val after training on train (seed 0), then trains on train+val at its choice and reports the final epoch's "
+         f"each chooses on val after training on train ({_tuning_words(setup)}), then trains on train+val at its choice and reports the final epoch's "
          f"test accuracy for seeds 0..{setup.seeds - 1}. Test is scored once per (method, task, seed) and chooses nothing (but the "
          f"best rival of each family below). GLoRA's per-support-tensor steps: {cfg.optim.describe_steps()}, up-factor "
          f"init {cfg.glora.up_init}, vector B on the inputs' {cfg.glora.vector_b}. Searched layouts: {searched_words}, each a "

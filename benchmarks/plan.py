@@ -4,7 +4,7 @@ table holds. ``benchmarks/accuracy.py --plan <file>`` runs exactly that; the wor
 a copy of the plan as it was when the run started, and the report is refused when the plan
 file has changed since or when the rows differ from the plan's cells.
 
-Every field is required (a plan states its protocol rather than inheriting defaults):
+Every field is required but ``tune_seeds`` (a plan states its protocol rather than inheriting defaults):
 
     name: embedded-headline          # = the file's stem; the work dir and results are named after it
     tasks: [count, orientation, texture]
@@ -17,6 +17,8 @@ Every field is required (a plan states its protocol rather than inheriting defau
     methods: [searched, lora_r1, ...]  # names or shell globs; aliases: searched, glora_random
     lrs: {adapters: [1e-3, 3e-3, 1e-2, 3e-2], full_ft: [1e-5, 3e-5, 1e-4, 3e-4]}  # chosen on val, per family
     full_ft_warmup_epochs: 2         # full fine-tuning's own warm-up (adapters keep optim.warmup_epochs)
+    tune_seeds: 2                    # optional (default 1): each grid point is trained with seeds 0..k-1 on train
+                                     #   and the best mean val accuracy chooses (one seed's lucky or diverged run does not)
     probe_C: [0.01, 0.1, 1, 10, 100] # probe_logreg's inverse regularisation, chosen on val
     overrides: [data.rank_images=0]  # Hydra overrides of the pipeline config, e.g. experiment=real_cpu
     labels: 1000                     # labelled images the search and every method see: train 800 + val 200
@@ -87,6 +89,7 @@ class Plan:
     methods: list[str] = MISSING
     lrs: LrGrids = field(default_factory=LrGrids)
     full_ft_warmup_epochs: float = MISSING
+    tune_seeds: int = 1  # the seeds each grid point is tuned with; the mean val accuracy chooses
     probe_C: list[float] = MISSING
     overrides: list[str] = MISSING
     labels: int = MISSING
@@ -169,7 +172,7 @@ def _check(plan: Plan, where: str, path: Path) -> None:
     need(len(set(plan.tasks)) == len(plan.tasks), "tasks", "a task is listed twice; list each once")
     need(len(plan.budgets) >= 1 and all(b > 0 for b in plan.budgets), "budgets", "give at least one positive budget, e.g. [4096, 16384]")
     need(len(set(plan.budgets)) == len(plan.budgets), "budgets", "a budget is listed twice; list each once")
-    for name in ("seeds", "searches", "epochs", "supernet_epochs"):
+    for name in ("seeds", "searches", "epochs", "supernet_epochs", "tune_seeds"):
         need(getattr(plan, name) >= 1, f"{name}={getattr(plan, name)}", "use at least 1")
     need(len(plan.methods) >= 1, "methods", "name at least one method, e.g. [searched, lora_r1]")
     resolve_methods(plan.methods, method_names(plan.budgets, plan.searches), f"{where}: methods")

@@ -2,6 +2,8 @@
 against a direct computation on a small runs table with known numbers."""
 import importlib.util
 import sys
+import types
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -213,6 +215,7 @@ def test_a_plan_with_fewer_seeds_parses_but_is_no_headline(tmp_path):
     ({"labels": None}, "labels: missing"),
     ({"overrides": "[trainer.epochs=3]"}, "overrides[0]='trainer.epochs=3': the plan's field epochs sets trainer.epochs"),
     ({"test": "twice"}, "test='twice'"),
+    ({"tune_seeds": 0}, "tune_seeds=0"),
 ])
 def test_a_bad_plan_is_one_line_naming_the_field_and_exit_code_2(tmp_path, change, says):
     message = _refusal(lambda: plans.load_plan(_write_plan(tmp_path, "bad", **change)))
@@ -314,3 +317,27 @@ def test_the_val_split_not_test_decides_the_logistic_probes_c():
     val = (_blobs(rng, 40)[0][1::2], np.zeros(20, int))
     out = logreg_grid({"train": train, "val": val, "test": _blobs(rng, 200)}, [1e-4, 1.0])
     assert out["val_acc"][1e-4] > out["val_acc"][1.0] and out["C"] == 1e-4
+
+
+def test_tuning_over_several_seeds_chooses_the_best_mean_val_accuracy(monkeypatch, tmp_path):
+    """With tune_seeds=2 every grid point trains with seeds 0 and 1 on train, and the mean
+    val accuracy chooses: a lr that is best on seed 0 but diverges on seed 1 loses."""
+    val = {(1e-3, 0): 0.70, (1e-3, 1): 0.70, (3e-2, 0): 0.80, (3e-2, 1): 0.20}
+    calls = []
+
+    def fake_run(name, build, cfg, task, seed, lr, splits, run_dir):
+        calls.append((lr, seed, splits[1], run_dir.name))
+        return {"method": name, "task": task, "seed": seed, "lr": lr, "acc": val[(lr, seed)] if splits[1] == "val" else 0.5, "seconds": 0.0,
+                "adapter_params": 1, "head_params": 1}
+
+    monkeypatch.setattr(accuracy, "run_method", fake_run)
+    monkeypatch.setattr(accuracy, "method_list", lambda *a, **k: {"lora_r1": None})
+    setup = accuracy.Setup(tasks=["count"], run_tasks=["count"], budgets=[4096], seeds=3, methods=["lora_r1"],
+                           grids={"lora_r1": [1e-3, 3e-2]}, searches=2, supernet_epochs=1, peft_glora_ranks=[], tune_seeds=2)
+    cfg = types.SimpleNamespace()
+    tries, rows = accuracy._trained_rows(cfg, None, "count", "lora_r1", setup, {}, tmp_path)
+    assert [(r["lr"], r["seed"]) for r in tries] == [(1e-3, 0), (1e-3, 1), (3e-2, 0), (3e-2, 1)]
+    assert {r["lr"] for r in rows} == {1e-3} and [r["seed"] for r in rows] == [0, 1, 2]  # seed 0 alone would pick 3e-2
+    assert [c[3] for c in calls[:2]] == ["tune-lr0.001", "tune-lr0.001-seed1"]  # seed 0 keeps the one-seed run dir (resumes)
+    one = accuracy._trained_rows(cfg, None, "count", "lora_r1", replace(setup, tune_seeds=1), {}, tmp_path)[1]
+    assert {r["lr"] for r in one} == {3e-2}
