@@ -22,8 +22,10 @@ from torchvision import transforms
 from glora.run.errors import DataError, require
 
 from .embedded import SOURCE_TASK, TARGET_TASKS, TASKS, make_task
+from .few_shot import few_shot_splits
 from .folders import FileListDataset, decode_all, imagefolder_split, vtab1k_split
 from .packaged import REAL_TASKS, load_real_task
+from .shifts import parse_shift, shifted
 
 __all__ = ["REAL_TASKS", "SOURCE_TASK", "SPLITS", "TARGET_TASKS", "DataConfig", "Preprocess", "TaskData", "build_task", "task_label"]
 
@@ -43,6 +45,14 @@ class DataConfig:
     # test) that the search ranks layouts on together with val; 200 val images alone give a
     # standard error of ~3 points, more than most layouts differ by.
     rank_images: int = 0
+    # Few-shot (the paper's protocol): train on `shots` images per class drawn from train + val,
+    # validate on `val_shots` more per class (null: as many as shots); test stays whole.
+    shots: Optional[int] = None
+    val_shots: Optional[int] = None
+    split_seed: int = 0  # seeds the k-shot draw and the test shift
+    # A shifted test set (domain generalisation): <name>[:severity 1-5], e.g. blur:3; the shifts are
+    # gaussian_noise, blur, contrast, rotation, inversion, elastic (glora/data/shifts.py). Train and val stay clean.
+    shift: Optional[str] = None
     batch_size: int = 64
     eval_batch_size: int = 256
     num_workers: int = 0
@@ -58,6 +68,15 @@ class DataConfig:
         require(self.rank_images >= 0, "data.rank_images", self.rank_images, "use 0 (rank on val alone) or a number of extra held-out images")
         require(self.rank_images == 0 or self.source == "embedded", "data.rank_images", self.rank_images,
                 "extra ranking images exist only for built-in tasks (data.source=embedded); use 0 for folders")
+        require(self.shots is None or self.shots >= 1, "data.shots", self.shots, "use null (the whole task) or at least 1 image per class")
+        require(self.val_shots is None or self.val_shots >= 1, "data.val_shots", self.val_shots,
+                "use null (as many as data.shots) or at least 1 image per class")
+        require(self.val_shots is None or self.shots is not None, "data.val_shots", self.val_shots, "set data.shots too, or leave val_shots null")
+        require(self.shots is None or self.rank_images == 0, "data.rank_images", self.rank_images,
+                "a k-shot task sees only its k-shot labels: use data.rank_images=0 with data.shots")
+        require(self.split_seed >= 0, "data.split_seed", self.split_seed, "use a seed >= 0")
+        if self.shift is not None:
+            parse_shift(self.shift)
 
 
 @dataclass(frozen=True)
@@ -173,11 +192,23 @@ _SOURCES = {"embedded": _embedded, "vtab1k": _folders, "imagefolder": _folders}
 def build_task(cfg: DataConfig, pre: Preprocess, sizes: dict[str, int] | None = None) -> TaskData:
     """The task's splits, checked up front; ``sizes`` resizes embedded splits (pretraining)."""
     splits, num_classes = _SOURCES[cfg.source](cfg, pre, sizes)
+    if cfg.shots is not None:
+        names = sorted(p.name for p in (Path(cfg.root).expanduser() / "train").iterdir() if p.is_dir()) if cfg.source == "imagefolder" else None
+        splits = few_shot_splits(splits, num_classes, cfg.shots, cfg.val_shots or cfg.shots, cfg.split_seed,
+                                 f"task {_source_label(cfg)!r}", names)
+    if cfg.shift is not None:
+        splits = {**splits, "test": shifted(splits["test"], parse_shift(cfg.shift), cfg.split_seed, pre.mean, pre.std)}
     return TaskData(task_label(cfg), num_classes, splits, cfg)
 
 
 def task_label(cfg: DataConfig) -> str:
     """The task's name in tables and run names: ``data.task``, or a folder's own name."""
-    if cfg.task:
-        return cfg.task
-    return Path(cfg.root).expanduser().resolve().name if cfg.root else cfg.source
+    name = _source_label(cfg) + ("" if cfg.shots is None else f"-{cfg.shots}shot")
+    if cfg.shift is None:
+        return name
+    shift = parse_shift(cfg.shift)
+    return f"{name}-{shift.name}{shift.severity}"
+
+
+def _source_label(cfg: DataConfig) -> str:
+    return cfg.task or (Path(cfg.root).expanduser().resolve().name if cfg.root else cfg.source)
