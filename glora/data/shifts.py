@@ -25,14 +25,14 @@ def _noise(x: torch.Tensor, level: float, gen: torch.Generator) -> torch.Tensor:
     return x + level * torch.randn(x.shape, generator=gen)
 
 
-def _blur(x: torch.Tensor, level: float, gen: torch.Generator) -> torch.Tensor:
+def _blur(x: torch.Tensor, level: float, gen: None) -> torch.Tensor:
     sigma = level * x.shape[-1] / 28  # in pixels of a 28-px digit, scaled to the image
     size = 2 * math.ceil(3 * sigma) + 1
-    return TF.gaussian_blur(x.unsqueeze(0), [size, size], [sigma, sigma]).squeeze(0)
+    return TF.gaussian_blur(x, [size, size], [sigma, sigma])
 
 
-def _contrast(x: torch.Tensor, level: float, gen: torch.Generator) -> torch.Tensor:
-    mean = x.mean()
+def _contrast(x: torch.Tensor, level: float, gen: None) -> torch.Tensor:
+    mean = x.mean(dim=(-3, -2, -1), keepdim=True)  # each image's own
     return (x - mean) * level + mean
 
 
@@ -41,7 +41,7 @@ def _rotate(x: torch.Tensor, level: float, gen: torch.Generator) -> torch.Tensor
     return TF.rotate(x.unsqueeze(0), sign * level, interpolation=TF.InterpolationMode.BILINEAR, fill=0.0).squeeze(0)
 
 
-def _invert(x: torch.Tensor, level: float, gen: torch.Generator) -> torch.Tensor:
+def _invert(x: torch.Tensor, level: float, gen: None) -> torch.Tensor:
     return (1 - level) * x + level * (1 - x)
 
 
@@ -61,18 +61,19 @@ def _elastic(x: torch.Tensor, level: float, gen: torch.Generator) -> torch.Tenso
 
 @dataclass(frozen=True)
 class ShiftKind:
-    apply: Callable[[torch.Tensor, float, torch.Generator], torch.Tensor]
+    apply: Callable[[torch.Tensor, float, torch.Generator | None], torch.Tensor]  # one image (C, H, W) with its generator, or a batch without
     levels: tuple[float, float, float, float, float]  # severity 1..5
     what: str
+    random: bool = True  # draws per image; else the same function of every image, applied to a whole batch at once
 
 
 #: name -> how it corrupts and its level at each severity (rising)
 SHIFTS: dict[str, ShiftKind] = {
     "gaussian_noise": ShiftKind(_noise, (0.08, 0.12, 0.18, 0.26, 0.38), "additive Gaussian noise, std"),
-    "blur": ShiftKind(_blur, (0.5, 0.75, 1.0, 1.5, 2.0), "Gaussian blur, sigma in px per 28 px"),
-    "contrast": ShiftKind(_contrast, (0.6, 0.45, 0.3, 0.2, 0.1), "contrast kept around each image's mean"),
+    "blur": ShiftKind(_blur, (0.5, 0.75, 1.0, 1.5, 2.0), "Gaussian blur, sigma in px per 28 px", random=False),
+    "contrast": ShiftKind(_contrast, (0.6, 0.45, 0.3, 0.2, 0.1), "contrast kept around each image's mean", random=False),
     "rotation": ShiftKind(_rotate, (10.0, 20.0, 30.0, 45.0, 60.0), "rotation by +-degrees (sign drawn per image)"),
-    "inversion": ShiftKind(_invert, (0.2, 0.4, 0.6, 0.8, 1.0), "blend towards the negative (1 = fully inverted)"),
+    "inversion": ShiftKind(_invert, (0.2, 0.4, 0.6, 0.8, 1.0), "blend towards the negative (1 = fully inverted)", random=False),
     "elastic": ShiftKind(_elastic, (2.0, 3.0, 4.0, 5.5, 7.0), "elastic distortion, largest shift in px per 28 px"),
 }
 
@@ -109,6 +110,8 @@ def _generator(seed: int, shift: Shift, index: int) -> torch.Generator:
 def shift_images(images: torch.Tensor, shift: Shift, seed: int, start: int = 0) -> torch.Tensor:
     """Images (N, C, H, W) in [0, 1] corrupted by ``shift``; image i uses its own generator."""
     kind = SHIFTS[shift.name]
+    if not kind.random:
+        return kind.apply(images, shift.level, None).clamp_(0.0, 1.0)
     out = torch.stack([kind.apply(x, shift.level, _generator(seed, shift, start + i)) for i, x in enumerate(images)])
     return out.clamp_(0.0, 1.0)
 

@@ -25,6 +25,7 @@ from glora.run.errors import JobError
 from glora.run.io import ensure_writable, remove_temp_files, write_text_atomic
 from glora.search import STRATEGIES
 from glora.spaces import LayoutError, SpaceError
+from glora.stages.evaluate import EvaluateJobConfig
 from glora.stages.pipeline import PipelineJobConfig
 from glora.stages.pretrain import PretrainJobConfig
 from glora.stages.retrain import RetrainJobConfig
@@ -48,7 +49,7 @@ if not OmegaConf.has_resolver("run_stamp"):
 # Every schema a config is checked against: one per job, one per search strategy.
 _store = ConfigStore.instance()
 for _name, _node in {"pretrain": PretrainJobConfig, "train": TrainJobConfig, "search": SearchJobConfig,
-                     "retrain": RetrainJobConfig, "pipeline": PipelineJobConfig}.items():
+                     "retrain": RetrainJobConfig, "pipeline": PipelineJobConfig, "evaluate": EvaluateJobConfig}.items():
     _store.store(name=f"{_name}_schema", node=_node)
 for _name, _node in STRATEGIES.items():
     _store.store(group="search", name=f"{_name}_schema", node=_node)

@@ -56,7 +56,7 @@ def test_smoke_experiment_shrinks_every_job_and_caches_apart():
 EXPERIMENTS = sorted(p.stem for p in (Path(CONF_DIR) / "experiment").glob("*.yaml"))
 
 
-@pytest.mark.parametrize("job", ["pretrain", "train", "search", "retrain", "pipeline"])
+@pytest.mark.parametrize("job", ["pretrain", "train", "search", "retrain", "pipeline", "evaluate"])
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_every_experiment_composes_for_every_job(job, experiment):
     """One ``experiment=<name>`` serves every job: what only some jobs have (a backbone, an
