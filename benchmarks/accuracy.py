@@ -368,6 +368,19 @@ def benchmark_task(cfg, task: str, setup: Setup, work: Path) -> None:
             write_text_atomic(work / task / "tuning.csv", pd.DataFrame(tuning).to_csv(index=False))
 
 
+def labels_seen(data) -> str:
+    """What the report says of the labelled images each method saw (VTAB-1k's 1,000, or a k-shot draw)."""
+    if data.shots is not None:
+        k, v = data.shots, data.val_shots or data.shots
+        return (f"Labelled images each method saw: {k} + {v} per class (data.shots={k}, data.val_shots={v}, data.split_seed="
+                f"{data.split_seed}): searched GLoRA's supernet trains on the {k} per class and its search ranks on the {v} per class; "
+                f"every method chooses on those {v} per class after training on the {k}, then trains on both.")
+    rank = data.rank_images
+    return (f"Labelled images each method saw: searched GLoRA {800 + 200 + rank:,} (supernet: train 800; search: val 200"
+            f"{f' + {rank} ranking images' if rank else ''}; retraining: train+val 1,000); every other method 1,000 (train 800 to "
+            "choose on val 200, then train+val).")
+
+
 def _tuning_words(setup: Setup) -> str:
     return "seed 0" if setup.tune_seeds == 1 else f"seeds 0..{setup.tune_seeds - 1}, the best mean val accuracy"
 
@@ -651,9 +664,7 @@ def report(cfg, setup: Setup, work: Path, out: Path, tag: str, command: str, pla
          f"{setup.supernet_epochs or cfg.trainer.epochs}-epoch supernet on train (space ranks {list(space.ranks)}) and "
          f"{strategy_name(cfg.search)} {cfg.search.population} x {cfg.search.generations} ranked on val"
          f"{f' + {rank} held-out ranking images' if rank else ''}, retrained per seed. Training time in these rows: {wall:.0f} s."), "",
-        (f"Labelled images each method saw: searched GLoRA {800 + 200 + rank:,} (supernet: train 800; search: val 200"
-         f"{f' + {rank} ranking images' if rank else ''}; retraining: train+val 1,000); every other method 1,000 (train 800 to "
-         "choose on val 200, then train+val)."), "",
+        labels_seen(cfg.data), "",
         ("Chosen on an edge of its grid (extend the grid in a new plan; not extended here): " + "; ".join(edges) + "."
          if edges else "No choice lies on an edge of its grid."), "",
         ("Test accuracy, mean ± std over seeds (the lr, or probe_logreg's C, each method chose on val); `overall`: mean over tasks "

@@ -7,6 +7,7 @@ import re
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
@@ -23,7 +24,7 @@ def _run(monkeypatch, module: str, *argv: str):
 def test_every_script_has_a_smoke_test():
     scripts = {p.stem for p in BENCHMARKS.glob("*.py")}
     helpers = {"machine", "plan", "stats", "ranking_stats"}  # imported by the scripts, tested through them
-    covered = {"speed", "front", "recipe", "real", "bad_inputs", "accuracy", "ranking"}
+    covered = {"speed", "front", "recipe", "real", "bad_inputs", "accuracy", "ranking", "fewshot"}
     assert scripts - helpers == covered, f"a benchmark without a smoke test: {sorted(scripts - helpers - covered)}"
     text = Path(__file__).read_text() + Path(__file__).with_name("test_accuracy_benchmark.py").read_text() \
         + Path(__file__).with_name("test_ranking_benchmark.py").read_text()
@@ -105,3 +106,22 @@ def test_bad_inputs_verdicts():
     assert bad_inputs.verdict(1, "Traceback (most recent call last):\n  ...\nValueError: x", False) == ("trace", "ValueError: x")
     assert bad_inputs.verdict(0, "", False)[0] == "silent accept"
     assert bad_inputs.verdict(0, "", True)[0] == "ok"
+
+
+def test_fewshot_runs_k_shot_cells_and_each_method_trains_on_k_per_class(tmp_path, cache_dir):
+    """The quick few-shot run: every method's rows for k in {1, 2}; a method's training rows
+    saw k images per class (its train accuracy is a multiple of 1 / (k * classes)); the plot
+    draws one line per method at its mean accuracy per k."""
+    import fewshot
+
+    out = tmp_path / "out"
+    fewshot.main(["--quick", "--work", str(tmp_path / "work"), "--out", str(out), f"paths.cache={cache_dir}"])
+    runs = pd.read_csv(next(out.glob("fewshot-*.csv")))
+    assert set(runs["method"]) == set(fewshot.methods(1536, 1)) and set(runs["k"]) == {1, 2}
+    lora = runs[runs["method"] == "lora_r1"]
+    for k, train_acc in zip(lora["k"], lora["train_acc"]):
+        assert round(train_acc * 2 * k * 10, 6) % 1 == 0  # trained on train + val shots: 2k per class, 10 classes
+    drawn = fewshot.plot(runs, tmp_path / "p.png", "t")["test accuracy"]
+    mean = runs.groupby(["method", "k"])["acc"].mean()
+    assert drawn["probe_logreg"] == ([1.0, 2.0], [mean["probe_logreg", 1], mean["probe_logreg", 2]])
+    assert "| glora_search_1536 |" in next(out.glob("fewshot-*.md")).read_text()
