@@ -62,6 +62,7 @@ Writes benchmarks/results/accuracy-<plan name | --name | device>.{md,csv,png} (`
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import fnmatch
 import json
 import logging
@@ -98,6 +99,7 @@ from glora.backbones.embedded import ensure_embedded_backbone
 from glora.data import build_task
 from glora.jobs.app import CONF_DIR  # registers the config schemas
 from glora.probe import probe_grid
+from glora.run.checkpoint import save_weights
 from glora.run.device import pick_device
 from glora.run.errors import JobError
 from glora.run.io import write_json_atomic, write_text_atomic
@@ -109,7 +111,7 @@ from glora.stages.search import SearchJobConfig, run_search
 from glora.stages.setup import space_for
 from glora.stages.train import TrainJobConfig as TrainConfig
 from glora.stages.train import train_supernet
-from glora.supernet import GLoRAConfig, set_layout, wrap
+from glora.supernet import GLoRAConfig, is_wrapped, merge, set_layout, wrap
 from glora.training import evaluate, fit
 
 log = logging.getLogger("accuracy")
@@ -204,6 +206,7 @@ class Setup:
     peft_glora_ranks: list[int]
     full_ft_warmup: float | None = None  # None: optim.warmup_epochs
     tune_seeds: int = 1  # seeds 0..k-1 train each grid point; the mean val accuracy chooses
+    export_final: bool = False  # write each final (train+val -> test) model as plain timm beside its result.json
     plan: Plan | None = None
     flag_lrs: tuple[float, ...] = DEFAULT_LRS  # the flags' --lrs, which every method (but probe_logreg) chose from
 
@@ -232,23 +235,38 @@ def setup_from_flags(args: argparse.Namespace, cfg) -> Setup:
 
 
 # ---- one run ------------------------------------------------------------------------------------
-def _backbone_and_task(cfg, task: str):
-    """The pretrained backbone without a head, and the task's data at its preprocessing."""
+def _backbone_and_task(cfg, task: str, with_spec: bool = False):
+    """The pretrained backbone without a head, and the task's data at its preprocessing
+    (and how the backbone was built, ``with_spec``)."""
     embedded = ensure_embedded_backbone(cfg.pretrain, cfg.paths.cache) if cfg.model.name == EMBEDDED else None
     model, spec = load_backbone(cfg.model, num_classes=0, embedded_dir=embedded, cache_root=cfg.paths.cache)
-    return model, build_task(replace(cfg.data, task=task), spec.preprocess)
+    data = build_task(replace(cfg.data, task=task), spec.preprocess)
+    return (model, data, spec) if with_spec else (model, data)
+
+
+def export_plain(model: torch.nn.Module, spec, num_classes: int, run_dir: Path) -> None:
+    """A trained method's model as plain timm, as glora-retrain exports one (model.safetensors
+    + model.json), so that glora-evaluate can score it: PEFT's adapters merged and unloaded,
+    GLoRA layers merged, anything else as it is."""
+    if hasattr(model, "merge_and_unload"):
+        model = model.merge_and_unload()
+    elif is_wrapped(model):
+        model = merge(model)
+    save_weights(run_dir / "model.safetensors", model, {"model": spec.name, "num_classes": num_classes})
+    write_json_atomic(run_dir / "model.json", {"name": spec.name, "kwargs": spec.kwargs, "num_classes": num_classes,
+                                               "preprocess": dataclasses.asdict(spec.preprocess)})
 
 
 def run_method(name: str, build, cfg: TrainConfig, task: str, seed: int, lr: float, splits: tuple[str, str], run_dir: Path,
-               also: tuple[str, ...] = ()) -> dict:
+               also: tuple[str, ...] = (), export: bool = False) -> dict:
     """Train one method on one task with one seed and lr on ``splits`` (train, eval); a
     finished run is read back from its ``result.json`` (runs are short: an interrupted one
     starts over, without per-epoch checkpoints or plots). The final model is also scored
     on the splits in ``also`` (``<split>_acc``): one training answers val and test."""
     done = run_dir / "result.json"
-    if done.is_file():
+    if done.is_file() and (not export or (run_dir / "model.json").is_file()):
         return json.loads(done.read_text())
-    model, task_data = _backbone_and_task(cfg, task)
+    model, task_data, spec = _backbone_and_task(cfg, task, with_spec=True)
     torch.manual_seed(seed)
     model.reset_classifier(task_data.num_classes)
     head_ids = {id(p) for p in model.get_classifier().parameters()}
@@ -265,6 +283,8 @@ def run_method(name: str, build, cfg: TrainConfig, task: str, seed: int, lr: flo
            "acc": history[-1][f"{splits[1]}/acc"], "train_acc": history[-1]["train/acc"],
            **{f"{split}_acc": evaluate(model, task_data.loader(split), pick_device(trainer.device))["acc"] for split in also},
            "seconds": round(time.time() - started, 1)}
+    if export:  # before result.json: a run is done once both are written
+        export_plain(model, spec, task_data.num_classes, run_dir)
     write_json_atomic(done, row)
     return row
 
@@ -409,7 +429,8 @@ def _trained_rows(cfg, space, task: str, name: str, setup: Setup, found: dict, r
         log.info("%s %s: val acc %s -> lr %g", task, name, [round(val[x], 3) for x in grid], lr)
     rows = []
     for seed in range(setup.seeds):
-        row = run_method(name, build(seed), cfg, task, seed, lr, ("trainval", "test"), runs / f"lr{lr:g}" / f"seed{seed}")
+        row = run_method(name, build(seed), cfg, task, seed, lr, ("trainval", "test"), runs / f"lr{lr:g}" / f"seed{seed}",
+                         export=setup.export_final)
         log.info("%s %s seed %d lr %g: test acc %.4f (%d + %d params, %.0f s)", task, name, seed, lr, row["acc"],
                  row["adapter_params"], row["head_params"], row["seconds"])
         rows.append(row)
