@@ -325,7 +325,7 @@ def test_tuning_over_several_seeds_chooses_the_best_mean_val_accuracy(monkeypatc
     val = {(1e-3, 0): 0.70, (1e-3, 1): 0.70, (3e-2, 0): 0.80, (3e-2, 1): 0.20}
     calls = []
 
-    def fake_run(name, build, cfg, task, seed, lr, splits, run_dir):
+    def fake_run(name, build, cfg, task, seed, lr, splits, run_dir, **_):
         calls.append((lr, seed, splits[1], run_dir.name))
         return {"method": name, "task": task, "seed": seed, "lr": lr, "acc": val[(lr, seed)] if splits[1] == "val" else 0.5, "seconds": 0.0,
                 "adapter_params": 1, "head_params": 1}
