@@ -42,6 +42,7 @@ __all__ = [
     "is_main",
     "rank",
     "setup",
+    "split_over_ranks",
     "world_size",
 ]
 
@@ -154,6 +155,19 @@ def gather_lists(items: list[Any]) -> list[list[Any]]:
     out: list[Any] = [None] * world_size()
     dist.all_gather_object(out, items)
     return out
+
+
+def split_over_ranks(score: Callable[[list[Any]], list[Any]]) -> Callable[[list[Any]], list[Any]]:
+    """``score`` with its items split over the ranks: rank r scores items r, r + N, ... and
+    the results are gathered, so every rank ends with the same list, in the items' order,
+    whatever the number of processes."""
+
+    def split(items: list[Any]) -> list[Any]:
+        r, world = rank(), world_size()
+        gathered = gather_lists(score(items[r::world]))
+        return [gathered[i % world][i // world] for i in range(len(items))]
+
+    return split
 
 
 def quiet_other_ranks() -> None:

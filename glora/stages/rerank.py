@@ -24,24 +24,11 @@ from .handoff import Reranked
 from .setup import wrapped_backbone
 from .train import TrainedSupernet
 
-__all__ = ["RERANK", "rerank", "rerank_candidates", "rerank_epochs", "rerank_grid", "rerank_key", "split_over_ranks"]
+__all__ = ["RERANK", "rerank", "rerank_candidates", "rerank_epochs", "rerank_grid", "rerank_key"]
 
 log = logging.getLogger(__name__)
 
 RERANK = "rerank_state.json"
-
-
-def split_over_ranks(score):
-    """Under torchrun rank r scores items r, r + N, ... and the scores are gathered, so
-    every rank ends with the same list and the result does not depend on the number of
-    processes."""
-
-    def split(items: list) -> list[tuple[float, float]]:
-        rank, world = distributed.rank(), distributed.world_size()
-        gathered = distributed.gather_lists(score(items[rank::world]))
-        return [gathered[i % world][i // world] for i in range(len(items))]
-
-    return split
 
 
 def rerank_candidates(s: SearchStrategy, records: list[Record], ops: LayoutOps) -> list[Record]:
@@ -84,7 +71,7 @@ def rerank(run_dir: Path, s: SearchStrategy, records: list[Record], ops: LayoutO
         fit(model, task, optim, trainer, ("train", "val"), local=True, groups=optim.groups(model))
         return Evaluator(model, task.ranking_loader(), pick_device(trainer.device), predict)(layout)
 
-    score = split_over_ranks(timed(standalone))
+    score = distributed.split_over_ranks(timed(standalone))
     todo = [(r, lr) for r in candidates for lr in lrs if rerank_key(r.hash, lr) not in done]
     world = distributed.world_size()
     for start in tqdm(range(0, len(todo), world), desc="re-rank", disable=not distributed.is_main() or not todo):

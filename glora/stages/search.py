@@ -27,7 +27,7 @@ from glora.training import predict
 from .config import JobConfig
 from .front import FRONT_CSV, write_front
 from .handoff import Reranked
-from .rerank import rerank, rerank_epochs, split_over_ranks
+from .rerank import rerank, rerank_epochs
 from .train import TrainedSupernet, load_trained
 
 __all__ = ["STATE", "SearchJobConfig", "run_search"]
@@ -74,7 +74,7 @@ def run_search(cfg: SearchJobConfig, run_dir: Path) -> dict:
         if distributed.is_main():
             _save_state(run_dir, identity, generations_done, records)
 
-    records = run_generations(s, ops, split_over_ranks(timed(evaluate)), seeds, records, start_gen, save, distributed.is_main())
+    records = run_generations(s, ops, distributed.split_over_ranks(timed(evaluate)), seeds, records, start_gen, save, distributed.is_main())
     reranked = rerank(run_dir, s, records, ops, supernet, identity) if s.rerank else None
     best = reranked.winner if reranked else top_k(records, 1)[0]
     if not distributed.is_main():  # every rank holds the same history; rank 0 writes it
