@@ -206,8 +206,9 @@ def run_evaluate(cfg: EvaluateJobConfig, run_dir: Path) -> pd.DataFrame:
         for i, data in enumerate(targets):
             task = build_task(data, m.preprocess)
             if task.num_classes != m.num_classes:
-                raise JobError(f"evaluate.targets[{i}] ({task.name}) has {task.num_classes} classes, but model {m.label} predicts "
-                               f"{m.num_classes}; score it on a task with the model's classes")
+                where = f"evaluate.targets[{i}] ({task.name})" if cfg.evaluate.targets else f"data (data.task={task.name})"
+                raise JobError(f"{where} has {task.num_classes} classes, but model {m.label} predicts {m.num_classes}; "
+                               "score it on a task with the model's classes (data.task=... or evaluate.targets=[...])")
             logits, labels = predict(m.model, _progress(task.loader("test"), f"{m.label} on {task.name}"), device)
             result = score(logits, labels, m.num_classes, cfg.evaluate.ece_bins)
             picture = f"confusion-{_file_name(m.label)}-{_file_name(task.name)}.png"

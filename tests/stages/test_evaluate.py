@@ -56,6 +56,8 @@ def test_shifted_targets_and_a_target_of_other_classes(retrained, cache_dir, tmp
         _evaluate(cache_dir, tmp_path / "x", f"evaluate.run={run}", "evaluate.targets=[count,{colour: red}]")
     with pytest.raises(ConfigError, match=r"evaluate.targets\[0\]: data.shift='fog' cannot work"):
         _evaluate(cache_dir, tmp_path / "y", f"evaluate.run={run}", "evaluate.targets=[count@fog]")
+    with pytest.raises(JobError, match=r"^data \(data.task=orientation\) has 8 classes, but model run predicts 6"):
+        _evaluate(cache_dir, tmp_path / "d", f"evaluate.run={run}", "data.task=orientation")
     with pytest.raises(JobError, match="holds no model.safetensors"):
         _evaluate(cache_dir, tmp_path / "z", f"evaluate.run={tmp_path}")
 
