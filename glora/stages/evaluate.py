@@ -34,6 +34,7 @@ from glora.run.io import atomic_write, write_json_atomic, write_text_atomic  # n
 from glora.run.plots import save_figure  # noqa: E402
 from glora.search.report import markdown_table  # noqa: E402
 from glora.supernet import load_adapter  # noqa: E402
+from glora.supernet.adapter import ADAPTER_FORMAT  # noqa: E402
 from glora.training import predict  # noqa: E402
 
 from .config import JobConfig  # noqa: E402
@@ -102,6 +103,17 @@ def target_configs(cfg: EvaluateJobConfig) -> list[DataConfig]:
     return out
 
 
+def _identity(path: Path) -> dict:
+    """The ``glora`` header of a safetensors file this project wrote (one CheckpointError otherwise)."""
+    try:
+        identity = read_identity(path)
+    except ValueError as err:
+        raise CheckpointError(f"{path}: its 'glora' header is not JSON ({err}); re-export it with glora-retrain") from None
+    if not isinstance(identity, dict):
+        raise CheckpointError(f"{path}: its 'glora' header is not a JSON object; re-export it with glora-retrain")
+    return identity
+
+
 def _exported(weights: Path, label: str) -> ScoredModel:
     spec_file = weights.with_name("model.json")
     if not spec_file.is_file():
@@ -112,6 +124,8 @@ def _exported(weights: Path, label: str) -> ScoredModel:
         preprocess = Preprocess(int(pre["img_size"]), tuple(pre["mean"]), tuple(pre["std"]))
     except (ValueError, KeyError, TypeError) as err:
         raise CheckpointError(f"{spec_file} is not a model.json of glora-retrain ({err!r}); re-export the model") from None
+    if _identity(weights).get("format") == ADAPTER_FORMAT:
+        raise JobError(f"{weights} is a GLoRA adapter, not a model: score it with evaluate.adapter={weights} (on its backbone)")
     model = create_model(name, classes, **kwargs)
     load_weights(weights, model, {})
     return ScoredModel(label, model.eval(), preprocess, classes)
@@ -124,11 +138,7 @@ def scored_models(cfg: EvaluateJobConfig) -> list[ScoredModel]:
         path = Path(e.adapter).expanduser()
         if not path.is_file():
             raise JobError(f"evaluate.adapter={e.adapter!r} does not exist; glora-retrain writes adapter.safetensors in its run dir")
-        try:
-            identity = read_identity(path)
-        except ValueError as err:
-            raise CheckpointError(f"adapter {str(path)!r}: its header is not JSON ({err}); re-export it with glora-retrain") from None
-        classes = identity.get("num_classes") if isinstance(identity, dict) else None
+        classes = _identity(path).get("num_classes")
         if not isinstance(classes, int) or classes < 2:
             raise CheckpointError(f"adapter {str(path)!r} records no num_classes; re-export it with glora-retrain")
         embedded = ensure_embedded_backbone(cfg.pretrain, cfg.paths.cache) if cfg.model.name == EMBEDDED else None

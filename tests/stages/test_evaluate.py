@@ -58,6 +58,8 @@ def test_shifted_targets_and_a_target_of_other_classes(retrained, cache_dir, tmp
         _evaluate(cache_dir, tmp_path / "y", f"evaluate.run={run}", "evaluate.targets=[count@fog]")
     with pytest.raises(JobError, match=r"^data \(data.task=orientation\) has 8 classes, but model run predicts 6"):
         _evaluate(cache_dir, tmp_path / "d", f"evaluate.run={run}", "data.task=orientation")
+    with pytest.raises(JobError, match=r"adapter.safetensors is a GLoRA adapter, not a model: score it with evaluate.adapter="):
+        _evaluate(cache_dir, tmp_path / "w", f"evaluate.run={run / 'adapter.safetensors'}")
     with pytest.raises(JobError, match="holds no model.safetensors"):
         _evaluate(cache_dir, tmp_path / "z", f"evaluate.run={tmp_path}")
 
