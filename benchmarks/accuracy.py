@@ -275,7 +275,7 @@ def run_method(name: str, build, cfg: TrainConfig, task: str, seed: int, lr: flo
     trainable = [p for p in model.parameters() if p.requires_grad]
     head = sum(p.numel() for p in trainable if id(p) in head_ids)
     adapter = getattr(model, "adapter_params", sum(p.numel() for p in trainable) - head)
-    trainer = replace(cfg.trainer, seed=seed)
+    trainer = replace(cfg.trainer, seed=seed, eval_every=cfg.trainer.epochs)  # only the last epoch is reported: one evaluation, not one per epoch
     started = time.time()
     optim = replace(cfg.optim, lr=lr)
     history = fit(model, task_data, optim, trainer, splits, groups=optim.groups(model))
