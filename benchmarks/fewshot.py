@@ -132,6 +132,8 @@ def report(cfg, args, work: Path, out: Path, tag: str, command: str) -> pd.DataF
         for row in paired_tests(rows, [args.budget]).to_dict("records"):
             tests.append({"k": k, **row})
     tests = pd.DataFrame(tests)
+    grids = {m: list(args.Cs if m == "probe_logreg" else args.lrs) for m in names}
+    edges = [f"k={k}, draw {d}: {e}" for (k, d), rows in runs.groupby(["k", "draw"]) for e in acc.edge_choices(rows, grids)]
     atomic_write(out / f"fewshot-{tag}.csv", lambda tmp: runs.to_csv(tmp, index=False))
     plot(runs, out / f"fewshot-{tag}.png", f"{cfg.model.name}: {', '.join(args.tasks)}, {args.draws} draws")
     k_list = ", ".join(str(k) for k in args.shots)
@@ -147,6 +149,7 @@ def report(cfg, args, work: Path, out: Path, tag: str, command: str) -> pd.DataF
          f"ranked on the val shots under {args.budget:,} params; rivals: PEFT LoRA r={args.rank} (alpha 8) and GLoRA's LoRA_{args.rank} "
          "layout at that budget, and the logistic probe. Nothing else labelled is seen."), "",
         "Test accuracy, mean ± std over tasks and draws:", "", markdown_table(cells.reset_index()), "",
+        ("Chosen on an edge of its grid: " + "; ".join(edges) + "." if edges else "No choice lies on an edge of its grid."), "",
         ("Searched GLoRA against each rival family per k, paired over (task, draw); the best rival is picked on test. "
          "`t_p`: paired t-test; a win or loss needs p < 0.05, anything else is a tie."), "",
         markdown_table(tests) if len(tests) else "(no pairs yet)", "",
