@@ -125,13 +125,16 @@ def report(cfg, args, work: Path, out: Path, tag: str, command: str) -> pd.DataF
     cells = summary.copy().astype(object)
     for m in summary.index:
         for k in summary.columns:
-            cells.loc[m, k] = f"{summary.loc[m, k]:.3f} ± {spread.loc[m, k]:.3f}" if pd.notna(summary.loc[m, k]) else "–"
+            mean, sd = summary.loc[m, k], spread.loc[m, k]
+            cells.loc[m, k] = "–" if pd.isna(mean) else f"{mean:.3f}" + ("" if pd.isna(sd) else f" ± {sd:.3f}")
     cells.columns = [f"k={k}" for k in cells.columns]
     tests = []
     for k, rows in runs.groupby("k"):
         for row in paired_tests(rows, [args.budget]).to_dict("records"):
             tests.append({"k": k, **row})
     tests = pd.DataFrame(tests)
+    if len(tests):  # one (task, draw) pair has no spread: nothing was tested, and a tie would claim it was
+        tests.loc[tests["pairs"] < 2, "verdict"] = "untested (1 pair)"
     grids = {m: list(args.Cs if m == "probe_logreg" else args.lrs) for m in names}
     edges = [f"k={k}, draw {d}: {e}" for (k, d), rows in runs.groupby(["k", "draw"]) for e in acc.edge_choices(rows, grids)]
     atomic_write(out / f"fewshot-{tag}.csv", lambda tmp: runs.to_csv(tmp, index=False))
@@ -148,7 +151,7 @@ def report(cfg, args, work: Path, out: Path, tag: str, command: str) -> pd.DataF
          f"{args.supernet_epochs}-epoch supernet on the k per class, evolution {cfg.search.population} x {cfg.search.generations} "
          f"ranked on the val shots under {args.budget:,} params; rivals: PEFT LoRA r={args.rank} (alpha 8) and GLoRA's LoRA_{args.rank} "
          "layout at that budget, and the logistic probe. Nothing else labelled is seen."), "",
-        "Test accuracy, mean ± std over tasks and draws:", "", markdown_table(cells.reset_index()), "",
+        "Test accuracy, mean ± std over tasks and draws (no ± with one):", "", markdown_table(cells.reset_index()), "",
         ("Chosen on an edge of its grid: " + "; ".join(edges) + "." if edges else "No choice lies on an edge of its grid."), "",
         ("Searched GLoRA against each rival family per k, paired over (task, draw); the best rival is picked on test. "
          "`t_p`: paired t-test; a win or loss needs p < 0.05, anything else is a tie."), "",
