@@ -164,7 +164,7 @@ def report(cfg, args, work: Path, out: Path, tag: str, command: str) -> pd.DataF
          f"train+val for seeds 0..{args.seeds - 1} and exported as plain timm; `glora-evaluate` then scores every model, unchanged, on "
          f"the source's test split, on its shifts ({', '.join(args.shifts)} at severities {args.severities}) and on "
          f"{', '.join(args.others) or 'no other domain'}. Searched GLoRA: one search under {args.budget:,} params on the source's labels. "
-         f"Regimes: {', '.join(args.regimes)}."), "",
+         f"Regimes: {', '.join(args.regimes)} (a k-shot regime: one draw, data.split_seed=0, k more per class for val; seeds vary the training)."), "",
         "Test accuracy, mean ± std over seeds (in brackets: the change from the same models on the source's own test split):", "",
         markdown_table(wide), "",
         "Searched GLoRA against each rival family's best member per target, paired over seeds (p < 0.05 for a win or loss, else a tie):", "",
