@@ -62,7 +62,6 @@ Writes benchmarks/results/accuracy-<plan name | --name | device>.{md,csv,png} (`
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import fnmatch
 import json
 import logging
@@ -99,7 +98,6 @@ from glora.backbones.embedded import ensure_embedded_backbone
 from glora.data import build_task
 from glora.jobs.app import CONF_DIR  # registers the config schemas
 from glora.probe import probe_grid
-from glora.run.checkpoint import save_weights
 from glora.run.device import pick_device
 from glora.run.errors import JobError
 from glora.run.io import write_json_atomic, write_text_atomic
@@ -107,6 +105,7 @@ from glora.search import Budget, LayoutOps, strategy_name
 from glora.search.report import markdown_table
 from glora.spaces import DEFAULT_TARGETS, Layout
 from glora.stages.config import narrow
+from glora.stages.export import write_plain_model
 from glora.stages.search import SearchJobConfig, run_search
 from glora.stages.setup import space_for
 from glora.stages.train import TrainJobConfig as TrainConfig
@@ -235,13 +234,12 @@ def setup_from_flags(args: argparse.Namespace, cfg) -> Setup:
 
 
 # ---- one run ------------------------------------------------------------------------------------
-def _backbone_and_task(cfg, task: str, with_spec: bool = False):
-    """The pretrained backbone without a head, and the task's data at its preprocessing
-    (and how the backbone was built, ``with_spec``)."""
+def _backbone_and_task(cfg, task: str):
+    """The pretrained backbone without a head, the task's data at its preprocessing, and how
+    the backbone was built."""
     embedded = ensure_embedded_backbone(cfg.pretrain, cfg.paths.cache) if cfg.model.name == EMBEDDED else None
     model, spec = load_backbone(cfg.model, num_classes=0, embedded_dir=embedded, cache_root=cfg.paths.cache)
-    data = build_task(replace(cfg.data, task=task), spec.preprocess)
-    return (model, data, spec) if with_spec else (model, data)
+    return model, build_task(replace(cfg.data, task=task), spec.preprocess), spec
 
 
 def export_plain(model: torch.nn.Module, spec, num_classes: int, run_dir: Path) -> None:
@@ -252,9 +250,7 @@ def export_plain(model: torch.nn.Module, spec, num_classes: int, run_dir: Path) 
         model = model.merge_and_unload()
     elif is_wrapped(model):
         model = merge(model)
-    save_weights(run_dir / "model.safetensors", model, {"model": spec.name, "num_classes": num_classes})
-    write_json_atomic(run_dir / "model.json", {"name": spec.name, "kwargs": spec.kwargs, "num_classes": num_classes,
-                                               "preprocess": dataclasses.asdict(spec.preprocess)})
+    write_plain_model(run_dir, model, spec, num_classes, {"model": spec.name, "num_classes": num_classes})
 
 
 def run_method(name: str, build, cfg: TrainConfig, task: str, seed: int, lr: float, splits: tuple[str, str], run_dir: Path,
@@ -266,7 +262,7 @@ def run_method(name: str, build, cfg: TrainConfig, task: str, seed: int, lr: flo
     done = run_dir / "result.json"
     if done.is_file() and (not export or (run_dir / "model.json").is_file()):
         return json.loads(done.read_text())
-    model, task_data, spec = _backbone_and_task(cfg, task, with_spec=True)
+    model, task_data, spec = _backbone_and_task(cfg, task)
     torch.manual_seed(seed)
     model.reset_classifier(task_data.num_classes)
     head_ids = {id(p) for p in model.get_classifier().parameters()}
@@ -295,7 +291,7 @@ def run_probe_logreg(cfg, task: str, Cs: list[float], run_dir: Path) -> dict:
     done = run_dir / "result.json"
     if done.is_file() and set(json.loads(done.read_text())["val_acc"]) == {f"{c:g}" for c in Cs}:
         return json.loads(done.read_text())
-    model, task_data = _backbone_and_task(cfg, task)
+    model, task_data, _ = _backbone_and_task(cfg, task)
     started = time.time()
     out = probe_grid(model, {split: task_data.loader(split) for split in ("train", "val", "test")}, pick_device(cfg.trainer.device), Cs)
     result = {**out, "val_acc": {f"{c:g}": acc for c, acc in out["val_acc"].items()}, "seconds": round(time.time() - started, 1)}
@@ -595,6 +591,14 @@ def _compose(overrides: list[str], where: str | None = None):
         raise PlanError(f"{where}: overrides {overrides} do not compose: {' '.join(str(e).split())}") from None
 
 
+def flag_run(quick: bool, overrides: list[str], work: str, name: str | None):
+    """A run set by flags, not a plan (this script's, fewshot.py's, domain.py's): the pipeline
+    config under ``overrides`` (the smoke backbone and search first under ``--quick``), its
+    work dir, its results' tag, and the overrides as composed."""
+    overrides = [*(["experiment=smoke"] if quick else []), *overrides]
+    return _compose(overrides), Path(work) / ("quick" if quick else "full"), name or (machine_tag() + ("-quick" if quick else "")), overrides
+
+
 def main(argv: list[str] | None = None) -> None:
     try:
         _main(argv)
@@ -616,10 +620,9 @@ def _main(argv: list[str] | None) -> None:
         work, tag = Path(args.work) / plan.name, args.name or plan.name
         command = f"python benchmarks/accuracy.py --plan {plan_path}"
     else:
-        overrides = [*(["experiment=smoke"] if args.quick else []), *([f"trainer.epochs={args.epochs}"] if args.epochs else []), *args.overrides]
-        cfg = _compose(overrides)
+        cfg, work, tag, overrides = flag_run(args.quick, [*([f"trainer.epochs={args.epochs}"] if args.epochs else []), *args.overrides],
+                                             args.work, args.name)
         setup = setup_from_flags(args, cfg)
-        work, tag = Path(args.work) / ("quick" if args.quick else "full"), args.name or (machine_tag() + ("-quick" if args.quick else ""))
         command = (f"python benchmarks/accuracy.py --tasks {' '.join(args.tasks)} --budgets {' '.join(map(str, args.budgets))} "
                    f"--lrs {' '.join(f'{x:g}' for x in args.lrs)} --seeds {args.seeds}"
                    f"{' --methods ' + ' '.join(args.methods) if args.methods else ''}"

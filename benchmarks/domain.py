@@ -17,6 +17,7 @@ std over seeds, the drop from the source, and searched GLoRA against each rival 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import re
 import sys
@@ -115,11 +116,11 @@ def collect(args, work: Path) -> pd.DataFrame:
     for regime in args.regimes:
         for method in names:
             for metrics in sorted((work / regime / args.source / method).glob("**/seed*/evaluate/metrics.json")):
-                seed = int(metrics.parent.parent.name[len("seed"):])
-                table = pd.DataFrame(acc.json.loads(metrics.read_text())["rows"])
-                for r in table.to_dict("records"):
-                    rows.append({"regime": regime, "method": method, "seed": seed, "target": r["target"], "acc": r["acc"], "nll": r["nll"],
-                                 "ece": r["ece"]})
+                run = metrics.parent.parent  # the training run: its result.json, the exported model, evaluate/
+                seed, params = int(run.name[len("seed"):]), json.loads((run / "result.json").read_text())["adapter_params"]
+                for r in json.loads(metrics.read_text())["rows"]:
+                    rows.append({"regime": regime, "method": method, "seed": seed, "adapter_params": params, "target": r["target"],
+                                 "acc": r["acc"], "nll": r["nll"], "ece": r["ece"]})
     return pd.DataFrame(rows)
 
 
@@ -152,14 +153,14 @@ def report(cfg, args, work: Path, out: Path, tag: str, command: str) -> pd.DataF
     wide = wide[[m for m in methods(args.budget, args.rank) if m in wide.columns]].reset_index()
     tests = []
     for (regime, target), rows in runs.groupby(["regime", "target"], sort=False):
-        for row in paired_tests(rows.assign(task=target, adapter_params=rows["method"].map(_params(args))), [args.budget]).to_dict("records"):
+        for row in paired_tests(rows.assign(task=target), [args.budget]).to_dict("records"):
             tests.append({"regime": regime, "target": target, "rival": row["best_rival"], "difference": row["difference"],
                           "t_p": row["t_p"], "verdict": row["verdict"]})
     atomic_write(out / f"domain-{tag}.csv", lambda tmp: runs.to_csv(tmp, index=False))
     plot(runs, args.source, out / f"domain-{tag}.png", f"{cfg.model.name}, trained on {args.source}")
     text = "\n".join([
         f"# Domain generalisation: {cfg.model.name} trained on {args.source}", "",
-        f"Machine: {acc.json.dumps(machine_info())}", "", f"`{command}`", "",
+        f"Machine: {json.dumps(machine_info())}", "", f"`{command}`", "",
         (f"Protocol: each method is tuned on the source's val split (lr from {args.lrs}; full FT from {args.full_ft_lrs}), trained on "
          f"train+val for seeds 0..{args.seeds - 1} and exported as plain timm; `glora-evaluate` then scores every model, unchanged, on "
          f"the source's test split, on its shifts ({', '.join(args.shifts)} at severities {args.severities}) and on "
@@ -174,19 +175,10 @@ def report(cfg, args, work: Path, out: Path, tag: str, command: str) -> pd.DataF
     return runs
 
 
-def _params(args) -> dict:
-    """Each method's adapter size as the paired tests weigh it (which rivals fit the budget)."""
-    return {f"glora_search_{args.budget}": args.budget, f"lora_r{args.rank}": args.budget, f"glora_lora_r{args.rank}": args.budget,
-            "full_ft": float("inf"), "probe": 0}
-
-
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    overrides = [*(["experiment=smoke"] if args.quick else []), "data.rank_images=0", "search.rerank=0", *args.overrides]
-    cfg = acc._compose(overrides)
-    work = Path(args.work) / ("quick" if args.quick else "full")
-    tag = args.name or (acc.machine_tag() + ("-quick" if args.quick else ""))
+    cfg, work, tag, _ = acc.flag_run(args.quick, ["data.rank_images=0", "search.rerank=0", *args.overrides], args.work, args.name)
     command = (f"python benchmarks/domain.py --source {args.source} --regimes {' '.join(args.regimes)} --seeds {args.seeds} "
                f"--shifts {' '.join(args.shifts)} --severities {' '.join(map(str, args.severities))} --others {' '.join(args.others)} "
                f"--budget {args.budget} --rank {args.rank} {' '.join(args.overrides)}").strip()

@@ -18,6 +18,7 @@ against k.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from dataclasses import replace
@@ -142,7 +143,7 @@ def report(cfg, args, work: Path, out: Path, tag: str, command: str) -> pd.DataF
     k_list = ", ".join(str(k) for k in args.shots)
     text = "\n".join([
         f"# Few-shot: {cfg.model.name} on {', '.join(args.tasks)}", "",
-        f"Machine: {acc.json.dumps(machine_info())}", "",
+        f"Machine: {json.dumps(machine_info())}", "",
         f"`{command}`", "",
         (f"Protocol: k in {{{k_list}}} labelled images per class drawn from the task's train + val pool (data.shots=k, "
          f"data.split_seed = the draw, {args.draws} draws), k more per class for validation; test is the task's whole test split. "
@@ -166,11 +167,7 @@ def report(cfg, args, work: Path, out: Path, tag: str, command: str) -> pd.DataF
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    overrides = [*(["experiment=smoke"] if args.quick else []), f"trainer.epochs={args.epochs}", "data.rank_images=0", "search.rerank=0",
-                 *args.overrides]
-    cfg = acc._compose(overrides)
-    work = Path(args.work) / ("quick" if args.quick else "full")
-    tag = args.name or (acc.machine_tag() + ("-quick" if args.quick else ""))
+    cfg, work, tag, _ = acc.flag_run(args.quick, [f"trainer.epochs={args.epochs}", "data.rank_images=0", "search.rerank=0", *args.overrides], args.work, args.name)
     command = (f"python benchmarks/fewshot.py --tasks {' '.join(args.tasks)} --shots {' '.join(map(str, args.shots))} --draws {args.draws} "
                f"--budget {args.budget} --rank {args.rank} --epochs {args.epochs} --supernet-epochs {args.supernet_epochs} "
                f"--lrs {' '.join(f'{x:g}' for x in args.lrs)} {' '.join(args.overrides)}").strip()
