@@ -96,9 +96,10 @@ class SupportSteps:
     relative_step: RelativeSteps = field(default_factory=RelativeSteps)  # e.g. optim.relative_step.D=0.3 (then lr_mult.D is unused)
 
     def __post_init__(self) -> None:
-        for tensor in step_conflicts(asdict(self.fixed_lr), asdict(self.relative_step))[:1]:
-            require(False, f"optim.relative_step.{tensor}", getattr(self.relative_step, tensor),
-                    f"optim.fixed_lr.{tensor} is set too: set one of the two (null the other)")
+        both = step_conflicts(asdict(self.fixed_lr), asdict(self.relative_step))
+        if both:
+            require(False, f"optim.relative_step.{both[0]}", getattr(self.relative_step, both[0]),
+                    f"optim.fixed_lr.{both[0]} is set too: set one of the two (null the other)")
 
     def param_groups(self, model: nn.Module, lr: float) -> list[dict]:
         """``model``'s trainable parameters as optimizer groups at these steps around ``lr``

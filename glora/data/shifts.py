@@ -25,10 +25,14 @@ def _noise(x: torch.Tensor, level: float, gen: torch.Generator) -> torch.Tensor:
     return x + level * torch.randn(x.shape, generator=gen)
 
 
-def _blur(x: torch.Tensor, level: float, gen: None) -> torch.Tensor:
-    sigma = level * x.shape[-1] / 28  # in pixels of a 28-px digit, scaled to the image
+def _gaussian(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """``x`` (..., H, W) blurred by a Gaussian of ``sigma`` px, its kernel out to 3 sigma."""
     size = 2 * math.ceil(3 * sigma) + 1
     return TF.gaussian_blur(x, [size, size], [sigma, sigma])
+
+
+def _blur(x: torch.Tensor, level: float, gen: None) -> torch.Tensor:
+    return _gaussian(x, level * x.shape[-1] / 28)  # sigma in pixels of a 28-px digit, scaled to the image
 
 
 def _contrast(x: torch.Tensor, level: float, gen: None) -> torch.Tensor:
@@ -50,9 +54,7 @@ def _elastic(x: torch.Tensor, level: float, gen: torch.Generator) -> torch.Tenso
     blurred at 4 px per 28, scaled to ``level`` px per 28 at its largest."""
     size = x.shape[-1]
     field = torch.rand((2, size, size), generator=gen) * 2 - 1
-    sigma = 4.0 * size / 28
-    k = 2 * math.ceil(3 * sigma) + 1
-    field = TF.gaussian_blur(field.unsqueeze(0), [k, k], [sigma, sigma]).squeeze(0)
+    field = _gaussian(field.unsqueeze(0), 4.0 * size / 28).squeeze(0)
     field = field / field.abs().amax().clamp_min(1e-8) * (level * size / 28) * (2 / size)  # pixels -> grid units
     ys, xs = torch.meshgrid(torch.linspace(-1, 1, size), torch.linspace(-1, 1, size), indexing="ij")
     grid = torch.stack([xs + field[0], ys + field[1]], dim=-1).unsqueeze(0)

@@ -19,10 +19,12 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
+from tqdm import tqdm  # noqa: E402
 
 from glora.backbones import EMBEDDED, ModelConfig, create_model, load_backbone  # noqa: E402
 from glora.backbones.embedded import PretrainConfig, ensure_embedded_backbone  # noqa: E402
@@ -189,7 +191,7 @@ def plot_confusion(confusion: list[list[int]], path: Path, title: str) -> dict:
     matrix = torch.tensor(confusion)
     fig, ax = plt.subplots(figsize=(1.2 + 0.45 * len(matrix), 1.0 + 0.45 * len(matrix)))
     ax.imshow(matrix.numpy(), cmap="Blues")
-    for (row, col), count in zip(((r, c) for r in range(len(matrix)) for c in range(len(matrix))), matrix.flatten().tolist()):
+    for (row, col), count in np.ndenumerate(matrix.numpy()):
         ax.text(col, row, str(count), ha="center", va="center", fontsize=7, color="white" if count > matrix.max() / 2 else "black")
     ax.set(xlabel="predicted class", ylabel="true class", title=title, xticks=range(len(matrix)), yticks=range(len(matrix)))
     drawn = {"matrix": ax.images[0].get_array().tolist(), "texts": [t.get_text() for t in ax.texts]}  # read back from the axes
@@ -210,16 +212,20 @@ def run_evaluate(cfg: EvaluateJobConfig, run_dir: Path) -> pd.DataFrame:
     targets = target_configs(cfg)  # every target checked before any model is loaded
     models = scored_models(cfg)
     device = pick_device(cfg.trainer.device)
+    built: dict[tuple[int, Preprocess], Any] = {}  # a target is built once per preprocessing (a pipeline's models share one)
     rows = []
     for m in models:
         m.model.to(device)
         for i, data in enumerate(targets):
-            task = build_task(data, m.preprocess)
+            if (i, m.preprocess) not in built:
+                built[i, m.preprocess] = build_task(data, m.preprocess)
+            task = built[i, m.preprocess]
             if task.num_classes != m.num_classes:
                 where = f"evaluate.targets[{i}] ({task.name})" if cfg.evaluate.targets else f"data (data.task={task.name})"
                 raise JobError(f"{where} has {task.num_classes} classes, but model {m.label} predicts {m.num_classes}; "
                                "score it on a task with the model's classes (data.task=... or evaluate.targets=[...])")
-            logits, labels = predict(m.model, _progress(task.loader("test"), f"{m.label} on {task.name}"), device)
+            batches = tqdm(task.loader("test"), desc=f"{m.label} on {task.name}", unit="batch", leave=False)
+            logits, labels = predict(m.model, batches, device)
             result = score(logits, labels, m.num_classes, cfg.evaluate.ece_bins)
             picture = f"confusion-{_file_name(m.label)}-{_file_name(task.name)}.png"
             plot_confusion(result["confusion"], run_dir / picture, f"{m.label} on {task.name}: acc {result['acc']:.3f}")
@@ -239,8 +245,3 @@ def run_evaluate(cfg: EvaluateJobConfig, run_dir: Path) -> pd.DataFrame:
     ]))
     return table
 
-
-def _progress(loader, what: str):
-    from tqdm import tqdm
-
-    return tqdm(loader, desc=what, unit="batch", leave=False)

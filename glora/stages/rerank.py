@@ -87,11 +87,10 @@ def rerank(run_dir: Path, s: SearchStrategy, records: list[Record], ops: LayoutO
         table.append({"layout_hash": r.hash, "trainable_params": r.params, "supernet_val_acc": r.val_acc,
                       "standalone_val_acc": by_lr[lr], "standalone_lr": lr,
                       **({f"val_acc_lr{x:g}": by_lr[x] for x in lrs} if len(lrs) > 1 else {})})
-    scores = {row["layout_hash"]: row["standalone_val_acc"] for row in table}
-    winner = max(candidates, key=lambda r: (scores[r.hash], -r.params))
+    best = max(range(len(candidates)), key=lambda i: (table[i]["standalone_val_acc"], -candidates[i].params))  # ties: fewer params
+    winner, row = candidates[best], table[best]
     log.info("re-ranked %d layouts by stand-alone training at lr %s: %s wins (val %.4f; the supernet's first: %s, %.4f)",
-             len(candidates), lrs, winner.hash, scores[winner.hash], candidates[0].hash, scores[candidates[0].hash])
-    row = next(row for row in table if row["layout_hash"] == winner.hash)
+             len(candidates), lrs, winner.hash, row["standalone_val_acc"], candidates[0].hash, table[0]["standalone_val_acc"])
     return Reranked(winner, table, TunedLr(row["standalone_lr"], tuple(lrs), row["standalone_val_acc"]))
 
 
