@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from glora.run import distributed
-from glora.supernet import merge, save_adapter
+from glora.supernet import merge, save_adapter, to_peft
 from glora.training import predict
 
 from .handoff import Merged, Retrained
@@ -20,16 +20,19 @@ __all__ = ["merge_checked"]
 log = logging.getLogger(__name__)
 
 
-def merge_checked(trained: Retrained, run_dir: Path) -> Merged:
-    """Adapter file, then the merge, then merged vs unmerged predictions on the report split."""
+def merge_checked(trained: Retrained, run_dir: Path, peft: bool = False) -> Merged:
+    """Adapter file (and with ``peft`` the PEFT GLoRA adapter in ``peft/``), then the merge,
+    then merged vs unmerged predictions on the report split."""
     model, layout, task, split = trained.model, trained.layout, trained.task, trained.report_split
     loader = task.loader(split)
     unmerged, labels = predict(model, loader, trained.device)
     head_params = sum(p.numel() for p in model.get_classifier().parameters())
-    adapter_bytes = None
+    adapter_bytes = peft_bytes = None
     if distributed.is_main():
         adapter = save_adapter(run_dir / "adapter.safetensors", model, layout, {"kwargs": trained.spec.kwargs, "num_classes": task.num_classes})
         adapter_bytes = adapter.stat().st_size
+        if peft:
+            peft_bytes = (to_peft(model, layout, run_dir / "peft") / "adapter_model.safetensors").stat().st_size
     merge(model)
     merged, _ = predict(model, loader, trained.device)
     max_diff = (merged - unmerged).abs().max().item()
@@ -43,6 +46,6 @@ def merge_checked(trained: Retrained, run_dir: Path) -> Merged:
         f"{split}_acc_unmerged": (unmerged_pred == labels).float().mean().item(),
         "merged_predictions_equal": same, "merged_max_logit_diff": max_diff,
         "trainable_params": layout.trainable_params, "head_params": head_params, "layout_hash": layout.hash,
-        "adapter_bytes": adapter_bytes, "lr": trained.lr,
+        "adapter_bytes": adapter_bytes, **({"peft_adapter_bytes": peft_bytes} if peft else {}), "lr": trained.lr,
     }
     return Merged(model, metrics)

@@ -34,7 +34,7 @@ from glora.search.report import markdown_table
 
 from .config import narrow
 from .front import best_under, front_layout, read_front
-from .retrain import RetrainConfig, RetrainJobConfig, retrain_merge_export
+from .retrain import ExportConfig, RetrainConfig, RetrainJobConfig, retrain_merge_export
 from .search import SearchJobConfig, run_search
 from .train import TrainJobConfig, train_supernet
 
@@ -65,6 +65,7 @@ class PipelineJobConfig(TrainJobConfig):
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     search: SearchStrategy = field(default_factory=SearchStrategy)  # a strategy: search=evolution | random | optuna | pareto
     retrain: RetrainConfig = field(default_factory=RetrainConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)  # export.peft=true: each retrained layout also as a PEFT adapter
 
 
 def _searched_layouts(cfg: PipelineJobConfig, train_dir: Path, run_dir: Path, task: str) -> list[tuple[float, Path, float]]:

@@ -12,7 +12,7 @@ from glora.run.device import pick_device
 from glora.run.errors import JobError, param_count, require
 from glora.run.io import ensure_writable
 from glora.spaces import Layout
-from glora.supernet import parameterisation, set_layout
+from glora.supernet import check_peft_exportable, parameterisation, peft_available, set_layout
 from glora.training import Checkpoint, RunFiles, fit
 
 from .config import GLoRAOptimConfig, TrainingJobConfig
@@ -21,7 +21,7 @@ from .handoff import Retrained
 from .merge import merge_checked
 from .setup import wrapped_backbone
 
-__all__ = ["PROTOCOLS", "RetrainConfig", "RetrainJobConfig", "Retrained", "retrain", "retrain_merge_export"]
+__all__ = ["PROTOCOLS", "ExportConfig", "RetrainConfig", "RetrainJobConfig", "Retrained", "retrain", "retrain_merge_export"]
 
 log = logging.getLogger(__name__)
 
@@ -41,10 +41,18 @@ class RetrainConfig:
 
 
 @dataclass
+class ExportConfig:
+    """What the export writes besides model.safetensors / model.json and adapter.safetensors."""
+
+    peft: bool = False  # also peft/: the layout as a PEFT GLoRA adapter (PeftModel.from_pretrained(<backbone>, "peft"); needs peft)
+
+
+@dataclass
 class RetrainJobConfig(TrainingJobConfig):
     task_name: str = "retrain"
     layout: Optional[str] = None  # a glora-layout/1 JSON (a search's layout.json or your own)
     retrain: RetrainConfig = field(default_factory=RetrainConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
 
 
 def retrain_optim(cfg: RetrainJobConfig, layout: Layout) -> GLoRAOptimConfig:
@@ -64,6 +72,11 @@ def retrain(cfg: RetrainJobConfig, run_dir: Path) -> Retrained:
     """Retrain ``cfg.layout`` from the pretrained backbone (resuming ``run_dir``'s checkpoint)."""
     if not cfg.layout:
         raise JobError("layout is not set; point it at a layout JSON: glora-retrain layout=runs/search/<time>/layout.json")
+    if cfg.export.peft:  # checked before training, not after it
+        try:
+            peft_available()
+        except ImportError as err:
+            raise JobError(f"export.peft=true: {err}") from None
     ensure_writable(run_dir)
     layout = Layout.load(cfg.layout)
     if cfg.retrain.budget is not None and layout.trainable_params > cfg.retrain.budget:
@@ -74,6 +87,8 @@ def retrain(cfg: RetrainJobConfig, run_dir: Path) -> Retrained:
     optim = retrain_optim(cfg, layout)
     model, spec, task = wrapped_backbone(cfg, layout.space)
     layout = set_layout(model, layout)  # one LayoutError for a layout of another model or space
+    if cfg.export.peft:
+        check_peft_exportable(model)
     identity = {"parameterisation": parameterisation(cfg.glora.vector_b), "model": spec.name, "kwargs": spec.kwargs, "num_classes": task.num_classes, "layout_hash": layout.hash}
     train_split, report_split = PROTOCOLS[cfg.retrain.protocol]
     summary = {"identity": identity, "backbone": spec.to_dict(), "config": asdict(cfg)}
@@ -86,4 +101,4 @@ def retrain(cfg: RetrainJobConfig, run_dir: Path) -> Retrained:
 def retrain_merge_export(cfg: RetrainJobConfig, run_dir: Path) -> dict:
     """A ``glora-retrain`` job: retrain, merge (checked against the unmerged model), export."""
     trained = retrain(cfg, run_dir)
-    return export(trained, merge_checked(trained, run_dir), run_dir)
+    return export(trained, merge_checked(trained, run_dir, peft=cfg.export.peft), run_dir)

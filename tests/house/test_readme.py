@@ -38,3 +38,20 @@ def test_readme_adapter_example_runs(tmp_path, monkeypatch):
     x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         assert (scope["plain"].eval()(x) - scope["tuned"].eval()(x)).abs().max() <= 1e-4
+
+
+def test_readme_peft_example_runs(tmp_path, monkeypatch):
+    """The PEFT workflow: export, PEFT loads it onto a fresh backbone, and back — the same model."""
+    import pytest
+    import torch
+
+    pytest.importorskip("peft")
+    block = readme_block("### A PEFT adapter")
+    assert "to_peft(tuned, layout," in block and "from_peft(ours," in block
+    monkeypatch.chdir(tmp_path)
+    scope = run_block(block)
+    x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        want = scope["tuned"].eval()(x)
+        assert (scope["peft_model"].eval()(x) - want).abs().max() <= 1e-4
+        assert (scope["ours"].eval()(x) - want).abs().max() <= 1e-4

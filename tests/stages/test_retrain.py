@@ -15,6 +15,7 @@ from glora.spaces import Layout, LayoutError, Space
 from glora.stages.retrain import retrain_merge_export as retrain
 from glora.stages.search import run_search
 from glora.supernet import set_layout, wrap
+from glora.supernet.layer import SUPPORT_TENSOR
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +28,7 @@ def layout_file(smoke_supernet, cache_dir, tmp_path_factory):
 @pytest.fixture(scope="module")
 def exported(layout_file, cache_dir, tmp_path_factory):
     run = tmp_path_factory.mktemp("retrain")
-    metrics = retrain(job_config("retrain", cache_dir, f"layout={layout_file}"), run)
+    metrics = retrain(job_config("retrain", cache_dir, f"layout={layout_file}", "export.peft=true"), run)
     return run, metrics
 
 
@@ -69,6 +70,25 @@ with torch.no_grad():
     load_weights(run / "retrain.safetensors", model, {"layout_hash": layout.hash})
     with torch.no_grad():
         assert (model(x) - torch.load(tmp_path / "y.pt")).abs().max().item() <= 1e-5
+
+
+def test_export_peft_writes_an_adapter_peft_loads_onto_the_backbone(exported, tmp_path):
+    """export.peft=true: peft/ on the pretrained backbone (taken from the retraining checkpoint's
+    frozen base layers) gives the exported model's logits."""
+    peft = pytest.importorskip("peft")
+    run, metrics = exported
+    spec = json.loads((run / "model.json").read_text())
+    assert metrics["peft_adapter_bytes"] == (run / "peft" / "adapter_model.safetensors").stat().st_size
+    assert json.loads((run / "peft" / "adapter_config.json").read_text())["peft_type"] == "GLORA"
+    weights = load_file(run / "retrain.safetensors")
+    backbone = {k.replace(".base_layer.", "."): v for k, v in weights.items() if k.rsplit(".", 1)[-1] not in SUPPORT_TENSOR}
+    plain = timm.create_model(spec["name"], pretrained=False, num_classes=spec["num_classes"], **spec["kwargs"]).eval()
+    plain.load_state_dict(backbone, strict=True)
+    exported_model = timm.create_model(spec["name"], pretrained=False, num_classes=spec["num_classes"], **spec["kwargs"]).eval()
+    exported_model.load_state_dict(load_file(run / "model.safetensors"), strict=True)
+    x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert (peft.PeftModel.from_pretrained(plain, str(run / "peft"))(x) - exported_model(x)).abs().max().item() <= 1e-5
 
 
 def test_retrain_trains_at_the_lr_the_reranking_chose_from_a_grid(layout_file, cache_dir, tmp_path):
