@@ -14,6 +14,21 @@ nothing from the app above it; data flows one way:
     glora.training  the one training loop (parameter groups + a step hook: any model)
                     and the one inference loop
     glora.stages    pretrain, train, search, retrain (+ merge, export), pipeline: plain functions
+    glora.api       the stages as plain functions over your own model and DataLoaders
     glora.jobs      thin Hydra entry points, one per console script
+
+``glora.train_supernet``, ``glora.search_layout``, ``glora.retrain`` and ``glora.merge`` are
+:mod:`glora.api`'s, imported on first use (``import glora`` stays light and the layers
+below never import the API above them).
 """
+import importlib
+
 __version__ = "0.2.0"
+
+_API = ("train_supernet", "search_layout", "retrain", "merge", "SearchResult", "LoaderError")
+
+
+def __getattr__(name: str):
+    if name in _API:
+        return getattr(importlib.import_module("glora.api"), name)
+    raise AttributeError(f"module 'glora' has no attribute {name!r}")

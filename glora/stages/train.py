@@ -20,13 +20,13 @@ from glora.run.errors import CheckpointError
 from glora.run.io import write_json_atomic
 from glora.spaces import Space, SpaceConfig
 from glora.supernet import SupernetSteps, parameterisation, wrap
-from glora.training import Checkpoint, RunFiles, fit
+from glora.training import Checkpoint, RunFiles, TaskLoaders, TrainerConfig, fit
 
-from .config import TrainingJobConfig
+from .config import GLoRAOptimConfig, TrainingJobConfig
 from .sampling import SamplingConfig, step_plan
 from .setup import space_for, wrapped_backbone
 
-__all__ = ["TrainJobConfig", "TrainedSupernet", "load_trained", "train_supernet"]
+__all__ = ["TrainJobConfig", "TrainedSupernet", "fit_supernet", "load_trained", "train_supernet"]
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +38,15 @@ class TrainJobConfig(TrainingJobConfig):
     sampling: SamplingConfig = field(default_factory=SamplingConfig)  # which layouts each step trains
 
 
+def fit_supernet(model: torch.nn.Module, task: TaskLoaders, optim: GLoRAOptimConfig, trainer: TrainerConfig, sampling: SamplingConfig,
+                 callbacks: tuple = (), splits: tuple[str, str] = ("train", "val")) -> list[dict]:
+    """A wrapped model trained as a supernet: the one training loop with GLoRA's parameter
+    groups and the supernet's step hook (which layouts each step trains). glora-train and
+    ``glora.train_supernet`` both train through here."""
+    return fit(model, task, optim, trainer, splits, callbacks, groups=optim.groups(model),
+               hook=SupernetSteps(step_plan(model, sampling, trainer.seed)))
+
+
 def train_supernet(cfg: TrainJobConfig, run_dir: Path) -> dict:
     """Train (or resume) a supernet in ``run_dir``; returns the final metrics."""
     if cfg.resume and not (Path(cfg.resume) / WEIGHTS).is_file():
@@ -47,8 +56,7 @@ def train_supernet(cfg: TrainJobConfig, run_dir: Path) -> dict:
     identity = {"parameterisation": parameterisation(cfg.glora.vector_b), "model": spec.name, "kwargs": spec.kwargs, "num_classes": task.num_classes, "space": space.to_dict()}
     summary = {"identity": identity, "backbone": spec.to_dict(), "config": asdict(cfg)}
     callbacks = (Checkpoint(run_dir, identity), RunFiles(run_dir, f"supernet training: {task.name}", summary, cfg.trainer.seed))
-    history = fit(model, task, cfg.optim, cfg.trainer, callbacks=callbacks, groups=cfg.optim.groups(model),
-                  hook=SupernetSteps(step_plan(model, cfg.sampling, cfg.trainer.seed)))
+    history = fit_supernet(model, task, cfg.optim, cfg.trainer, cfg.sampling, callbacks)
     metrics = {"epochs_done": len(history), "complete": len(history) >= cfg.trainer.epochs,
                **({k: v for k, v in history[-1].items() if "/" in k} if history else {})}
     if distributed.is_main():

@@ -35,6 +35,7 @@ LAYERS = [
     ("glora.stages.merge", "glora.stages.export"),
     ("glora.stages.retrain",),
     ("glora.stages.pipeline", "glora.stages.sweep_report", "glora.stages.evaluate"),
+    ("glora.api",),
     ("glora.jobs.app",),
     ("glora.jobs",),
 ]

@@ -55,3 +55,29 @@ def test_readme_peft_example_runs(tmp_path, monkeypatch):
         want = scope["tuned"].eval()(x)
         assert (scope["peft_model"].eval()(x) - want).abs().max() <= 1e-4
         assert (scope["ours"].eval()(x) - want).abs().max() <= 1e-4
+
+
+def test_readme_dataloader_example_runs(tmp_path, monkeypatch):
+    """The no-Hydra API on a torchvision ImageFolder the test makes: train, search, retrain, merge."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    block = readme_block("### Your own model and DataLoaders, no Hydra")
+    assert "glora.train_supernet(" in block and "glora.search_layout(" in block and "glora.merge(tuned)" in block
+    rng = np.random.default_rng(0)
+    tints = {"red": (200, 40, 40), "green": (40, 200, 40), "blue": (40, 40, 200)}
+    for split, count in (("train", 12), ("val", 6)):
+        for name, tint in tints.items():
+            folder = tmp_path / "my-images" / split / name
+            folder.mkdir(parents=True)
+            for i in range(count):
+                pixels = np.clip(rng.normal(tint, 40, (40, 40, 3)), 0, 255).astype(np.uint8)
+                Image.fromarray(pixels).save(folder / f"{i}.png")
+    monkeypatch.chdir(tmp_path)
+    scope = run_block(block)
+    assert (tmp_path / "layout.json").is_file() and scope["result"].layout.trainable_params <= 5000
+    x = next(iter(scope["val"]))[0]
+    assert type(scope["plain"].blocks[0].attn.qkv).__name__ == "Linear"
+    with torch.no_grad():
+        assert (scope["plain"](x).argmax(-1) == next(iter(scope["val"]))[1]).float().mean() > 0.5
