@@ -12,6 +12,7 @@ from typing import Any, Mapping
 
 from torch import nn
 
+from glora.run.checkpoint import DuplicateKeyError, unique_keys
 from glora.run.io import write_json_atomic
 
 from .options import TENSORS, Option, OptionError, option_cost, parse_option
@@ -73,6 +74,17 @@ class TunedLr:
             return None
         block = {"lr": metrics.get("standalone_lr"), "grid": metrics.get("standalone_lrs"), "val_acc": metrics.get("standalone_val_acc")}
         return cls.from_dict(block, f"{source} (metrics.standalone_lr / standalone_lrs)")
+
+
+def _count(data: Mapping[str, Any], key: str, source: str) -> int | None:
+    """An optional count of params in a layout file: a whole, finite number ≥ 0 (``2e4``
+    reads as a float), or absent / null."""
+    value = data.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value != int(value) or value < 0:
+        raise LayoutError(f"{source}: field {key!r}={value!r} is not a whole number ≥ 0 (or null); fix it or drop it")
+    return int(value)
 
 
 def _describe(options: tuple[Option, ...]) -> str:
@@ -165,6 +177,10 @@ class Layout:
                 f"layout is for model {self.model!r} but this model is {model!r}; "
                 "search or sample a layout for this model"
             )
+        try:
+            space.check_ranks(shapes)
+        except SpaceError as err:
+            raise LayoutError(str(err)) from None
         missing = [n for n in shapes if n not in self.layers]
         extra = [n for n in self.layers if n not in shapes]
         if extra:
@@ -224,9 +240,11 @@ class Layout:
         for key in ("model", "space", "layers"):
             if key not in data:
                 raise LayoutError(f"{source}: missing field {key!r}")
+        if not isinstance(data["model"], str) or not data["model"]:
+            raise LayoutError(f"{source}: field 'model'={data['model']!r} must be a timm model name")
         try:
-            space = Space.from_dict(data["space"])
-        except (SpaceError, TypeError) as err:
+            space = Space.from_dict(data["space"], source=source)
+        except SpaceError as err:
             raise LayoutError(f"{source}: field 'space': {err}") from None
         if not isinstance(data["layers"], Mapping) or not data["layers"]:
             raise LayoutError(f"{source}: field 'layers' must be a non-empty object of layer -> A–E")
@@ -246,19 +264,19 @@ class Layout:
                 except OptionError as err:
                     raise LayoutError(f"{source}: layer {name!r}, field {tensor!r}: {err}") from None
             layers[name] = tuple(options)  # type: ignore[assignment]
-        params = data.get("trainable_params")
-        budget = data.get("budget")
+        params = _count(data, "trainable_params", source)
+        budget = _count(data, "budget", source)
         metrics = data.get("metrics") or {}
         if not isinstance(metrics, Mapping):
             raise LayoutError(f"{source}: field 'metrics' must be an object (or null), got {type(metrics).__name__}")
         tuned = TunedLr.from_dict(data["tuned_lr"], source) if data.get("tuned_lr") is not None else TunedLr.from_metrics(metrics, source)
         return cls(
             layers,
-            str(data["model"]),
+            data["model"],
             space,
-            budget=None if budget is None else int(budget),
+            budget=budget,
             metrics=dict(metrics),
-            stored_params=None if params is None else int(params),
+            stored_params=params,
             tuned_lr=tuned,
         )
 
@@ -268,12 +286,15 @@ class Layout:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Layout":
-        """Read a layout JSON file (plain JSON: nothing in it is ever executed)."""
+        """Read a layout JSON file (plain JSON: nothing in it is ever executed; a key given
+        twice in one object is refused, not silently overwritten)."""
         path = Path(path)
         if not path.is_file():
             raise LayoutError(f"layout file {str(path)!r} does not exist")
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            data = json.loads(path.read_text(encoding="utf-8"), object_pairs_hook=unique_keys)
+        except DuplicateKeyError as err:
+            raise LayoutError(f"{path}: {err}; keep one entry per key") from None
+        except (UnicodeDecodeError, ValueError) as err:
             raise LayoutError(f"{path}: not a JSON layout file ({err})") from None
         return cls.from_dict(data, source=str(path))

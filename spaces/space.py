@@ -98,6 +98,7 @@ class Space:
     ranks: tuple[int, ...] = (8, 4)
     targets: str = DEFAULT_TARGETS
     options: Mapping[str, tuple[str, ...]] = field(default_factory=_default_options)
+    source: str | None = field(default=None, compare=False, repr=False)  # the file it was read from, for errors
 
     def __post_init__(self) -> None:
         self.ranks = tuple(sorted({int(r) for r in self.ranks}, reverse=True))
@@ -149,6 +150,21 @@ class Space:
     def choices(self, shape: LayerShape) -> dict[str, tuple[Option, ...]]:
         return {t: self.options_for(t, shape) for t in TENSORS}
 
+    def check_ranks(self, shapes: Mapping[str, LayerShape]) -> None:
+        """Refuse a rank above the width (``min(out, in)``) of the narrowest targeted layer,
+        before any support tensor of that rank is built."""
+        if not shapes or not self.ranks:
+            return
+        name = min(shapes, key=lambda n: min(shapes[n].out_features, shapes[n].in_features))
+        shape = shapes[name]
+        width = min(shape.out_features, shape.in_features)
+        if self.max_rank > width:
+            where = f"{self.source}: " if self.source else ""
+            raise SpaceError(
+                f"{where}space.ranks={list(self.ranks)}: rank {self.max_rank} is wider than layer {name!r} "
+                f"({shape.out_features}×{shape.in_features}), the narrowest targeted layer; use ranks ≤ {width}"
+            )
+
     def matches(self, name: str) -> bool:
         return self._pattern.fullmatch(name) is not None
 
@@ -176,6 +192,7 @@ class Space:
                 f"space.targets {self.targets!r} matches no nn.Linear or 1x1 conv of {model_name(model)}; "
                 f"its targetable layers are named like {linears}"
             )
+        self.check_ranks(found)
         return found
 
     def to_dict(self) -> dict[str, Any]:
@@ -185,15 +202,29 @@ class Space:
         return data
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "Space":
+    def from_dict(cls, data: Any, source: str | None = None) -> "Space":
+        """Parse a space read from a file (a layout, an adapter header, a run's identity):
+        ``ranks`` a JSON list of whole numbers ≥ 1, each ``options`` entry a list of kind
+        names, ``targets`` a string; ``source`` (the file) is kept for the errors raised
+        when the space meets a model."""
+        if not isinstance(data, Mapping):
+            raise SpaceError(f"space must be an object {{ranks, targets, options}}, got {type(data).__name__}")
         unknown = set(data) - {"ranks", "targets", "options"}
         if unknown:
             raise SpaceError(f"space has unknown keys {sorted(unknown)}; keys are ranks, targets, options")
-        return cls(
-            ranks=tuple(data.get("ranks", (8, 4))),
-            targets=data.get("targets", DEFAULT_TARGETS),
-            options={t: tuple(k) for t, k in data.get("options", _default_options()).items()},
-        )
+        ranks = data.get("ranks", [8, 4])
+        if not isinstance(ranks, list) or not all(isinstance(r, int) and not isinstance(r, bool) and r >= 1 for r in ranks):
+            raise SpaceError(f"space.ranks={ranks!r} must be a JSON list of whole numbers ≥ 1, e.g. [8, 4]")
+        targets = data.get("targets", DEFAULT_TARGETS)
+        if not isinstance(targets, str):
+            raise SpaceError(f"space.targets={targets!r} must be a regex string over module names")
+        options = data.get("options", _default_options())
+        if not isinstance(options, Mapping):
+            raise SpaceError(f"space.options={options!r} must be an object of support tensor -> list of kinds")
+        for tensor, kinds in options.items():
+            if not isinstance(kinds, (list, tuple)) or not all(isinstance(k, str) for k in kinds):
+                raise SpaceError(f"space.options.{tensor}={kinds!r} must be a JSON list of kinds, e.g. [\"lora\", \"none\"]")
+        return cls(ranks=tuple(ranks), targets=targets, options={t: tuple(k) for t, k in options.items()}, source=source)
 
 
 @dataclass

@@ -17,13 +17,16 @@ choice             down (Ad, Bd / Cd)          up (Au, Bu / Cu), D, E
 So the file's element count is ``layout.trainable_params`` plus the head's. The header
 (``glora`` JSON, as in :mod:`glora.run.checkpoint`) carries the format tag, the model
 name, the layout JSON and its hash, the model's ``vector_b`` and parameterisation (what
-the stored B slices mean), any identity the caller adds, and a checksum of the tensors.
+the stored B slices mean), the digest of the frozen backbone it was trained on
+(:func:`backbone_digest`), any identity the caller adds, and a checksum of the tensors.
 Loading never unpickles anything.
 """
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -40,11 +43,13 @@ from glora.spaces import TENSORS, Choice, LayerShape, Layout, LayoutError, class
 from .layer import VECTOR_B, parameterisation
 from .wrap import glora_layers, is_wrapped, set_layout, space_of, vector_b_of, wrap
 
-__all__ = ["ADAPTER_FORMAT", "adapter_state", "save_adapter", "load_adapter"]
+__all__ = ["ADAPTER_FORMAT", "adapter_state", "backbone_digest", "save_adapter", "load_adapter"]
+
+log = logging.getLogger(__name__)
 
 ADAPTER_FORMAT = "glora-adapter/1"
 
-_RESERVED = ("format", "model", "layout", "layout_hash", "vector_b", "parameterisation")
+_RESERVED = ("format", "model", "layout", "layout_hash", "vector_b", "parameterisation", "backbone_digest")
 
 
 def _slice_shapes(choice: Choice, shape: LayerShape) -> dict[str, tuple[int, ...]]:
@@ -74,6 +79,26 @@ def _expected(model: nn.Module, layout: Layout) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
+def backbone_digest(model: nn.Module) -> str:
+    """SHA-256 of the frozen backbone of ``model``, plain or wrapped (the same value for
+    both): every tensor of its state dict (parameters and buffers, a GLoRA layer's
+    ``base_layer`` under the plain layer's name) but the GLoRA support tensors and the
+    task head, by name in sorted order, bytes of contiguous CPU tensors."""
+    head = classifier_name(model) + "."
+    layers = tuple(f"{name}." for name in glora_layers(model))
+    tensors: dict[str, Tensor] = {}
+    for key, value in model.state_dict().items():
+        if key.startswith(head):
+            continue
+        layer = next((p for p in layers if key.startswith(p)), None)
+        if layer is not None:
+            if not key.startswith(f"{layer}base_layer."):
+                continue  # a support tensor (Ad ... E)
+            key = layer + key[len(f"{layer}base_layer."):]
+        tensors[key] = value
+    return tensors_digest(tensors)
+
+
 def _leading(param: Tensor, shape: tuple[int, ...]) -> Tensor:
     return param[tuple(slice(0, n) for n in shape)]
 
@@ -97,7 +122,7 @@ def adapter_state(model: nn.Module) -> dict[str, Tensor]:
 def save_adapter(path: str | os.PathLike, model: nn.Module, layout: Layout, extra_identity: dict[str, Any] | None = None) -> Path:
     """Write ``adapter_state(model)`` to ``path`` (atomically) with the layout and identity
     in the header, with the model's ``vector_b`` and parameterisation so a loader rebuilds
-    the same layers. ``layout`` must be the one set on ``model``; ``extra_identity`` (JSON:
+    the same layers, and the backbone's digest so it refuses another backbone. ``layout`` must be the one set on ``model``; ``extra_identity`` (JSON:
     e.g. timm kwargs, num_classes) is stored for ``load_adapter``'s ``expect`` to check."""
     extra = dict(extra_identity or {})
     clash = sorted(set(extra) & set(_RESERVED))
@@ -113,27 +138,62 @@ def save_adapter(path: str | os.PathLike, model: nn.Module, layout: Layout, extr
     tensors = {k: v.contiguous().cpu() for k, v in adapter_state(model).items()}
     vector_b = vector_b_of(model)
     identity = {"format": ADAPTER_FORMAT, "model": model_name(model), "layout": bound.to_dict(), "layout_hash": bound.hash,
-                "vector_b": vector_b, "parameterisation": parameterisation(vector_b), **extra}
+                "vector_b": vector_b, "parameterisation": parameterisation(vector_b), "backbone_digest": backbone_digest(model), **extra}
     meta = {"glora": json.dumps(identity), "sha256": tensors_digest(tensors)}
     return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
 
 
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+#: Header field -> (required, test of its value, what it should be). vector_b and
+#: parameterisation may be absent (an adapter made before them): ``_vector_b`` says so.
+_FIELDS: dict[str, tuple[bool, Any, str]] = {
+    "model": (True, lambda v: isinstance(v, str) and bool(v), "a model name"),
+    "layout": (True, lambda v: isinstance(v, dict), "a layout object"),
+    "layout_hash": (True, lambda v: isinstance(v, str), "a string"),
+    "vector_b": (False, lambda v: isinstance(v, str), "a string"),
+    "parameterisation": (False, lambda v: isinstance(v, str), "a string"),
+    "num_classes": (False, _is_count, "a whole number ≥ 1"),
+    "backbone_digest": (False, lambda v: isinstance(v, str) and re.fullmatch(r"[0-9a-f]{64}", v) is not None, "a sha256 hex string"),
+}
+
+
+def _check_header(identity: dict[str, Any], where: str) -> None:
+    """The types of the header fields ``load_adapter`` reads, before any is used."""
+    for key, (required, ok, expected) in _FIELDS.items():
+        value = identity.get(key)
+        if value is None:
+            if required:
+                raise CheckpointError(f"{where}: header field {key!r} is missing; re-export it")
+        elif not ok(value):
+            raise CheckpointError(f"{where}: header field {key!r} is {value!r}, expected {expected}; re-export it")
+
+
 def _read(path: Path) -> tuple[dict[str, Any], dict[str, Tensor]]:
-    """The header identity and the tensors of an adapter file (checksum verified), read once."""
+    """The header identity (typed) and the tensors (checksum verified, finite) of an
+    adapter file, read once."""
+    where = f"adapter {str(path)!r}"
     if not path.is_file():
-        raise CheckpointError(f"adapter {str(path)!r} does not exist; glora-retrain writes adapter.safetensors in its run dir")
+        raise CheckpointError(f"{where} does not exist; glora-retrain writes adapter.safetensors in its run dir")
     try:
         with safe_open(str(path), framework="pt") as handle:
             meta = handle.metadata() or {}
-            identity = read_identity(path, meta)  # CheckpointError for a file this project did not write
+            identity = read_identity(path, meta, "adapter")  # CheckpointError for a file this project did not write
             if identity.get("format") != ADAPTER_FORMAT:
                 raise CheckpointError(f"{path} is not a GLoRA adapter (format {identity.get('format')!r}, expected "
                                       f"{ADAPTER_FORMAT!r}); a run dir's adapter is adapter.safetensors")
+            _check_header(identity, where)
             tensors = {k: handle.get_tensor(k) for k in handle.keys()}
     except (SafetensorError, OSError, ValueError) as err:
-        raise CheckpointError(f"adapter {str(path)!r} is truncated or corrupt ({err})") from None
+        raise CheckpointError(f"{where} is truncated or corrupt ({err})") from None
     if tensors_digest(tensors) != meta.get("sha256"):
-        raise CheckpointError(f"adapter {str(path)!r} is corrupt: its tensors do not match the checksum written with them")
+        raise CheckpointError(f"{where} is corrupt: its tensors do not match the checksum written with them")
+    bad = next((k for k in sorted(tensors) if tensors[k].is_floating_point() and not bool(torch.isfinite(tensors[k]).all())), None)
+    if bad is not None:
+        raise CheckpointError(f"{where}: tensor {bad!r} holds NaN or inf values; the run that wrote it diverged: "
+                              "retrain it (glora-retrain) and use its new adapter")
     return identity, tensors
 
 
@@ -171,7 +231,7 @@ def _bind(model: nn.Module, identity: dict[str, Any], where: str) -> Layout:
                               "(its run dir's model.json: name, kwargs, num_classes)") from None
 
 
-def load_adapter(model: nn.Module, path: str | os.PathLike, expect: dict[str, Any] | None = None) -> Layout:
+def load_adapter(model: nn.Module, path: str | os.PathLike, expect: dict[str, Any] | None = None, *, check_backbone: bool = True) -> Layout:
     """Put the adapter at ``path`` on ``model`` in place and return its layout, bound to it
     (like ``PeftModel.from_pretrained(model, path)``).
 
@@ -179,7 +239,9 @@ def load_adapter(model: nn.Module, path: str | os.PathLike, expect: dict[str, An
     plain (it is wrapped here under the adapter's space and ``vector_b``, head trainable)
     or already wrapped under that space and ``vector_b``. The layout is set, each slice copied into the leading block
     of its max-rank parameter (every other entry zero), the head loaded. ``expect``'s
-    keys must equal the identity the adapter was saved with. Everything is checked before
+    keys must equal the identity the adapter was saved with. The backbone must be the one it
+    was trained on (:func:`backbone_digest`; ``check_backbone=False`` skips that, and an
+    adapter made before the digest was recorded loads with a warning). Everything is checked before
     ``model`` changes; any mismatch is one :class:`CheckpointError` naming what and the fix.
     """
     path = Path(path)
@@ -206,6 +268,15 @@ def load_adapter(model: nn.Module, path: str | os.PathLike, expect: dict[str, An
     if wrong is not None:
         raise CheckpointError(f"{where}: tensor {wrong!r} has shape {tuple(tensors[wrong].shape)} but this model needs "
                               f"{want[wrong]}; build the backbone (and num_classes) the adapter was trained on")
+    if check_backbone:
+        recorded = identity.get("backbone_digest")
+        if recorded is None:
+            log.warning("%s records no backbone digest (it predates glora.backbone_digest): loading it without checking "
+                        "that this is the backbone it was trained on", where)
+        elif (have := backbone_digest(model)) != recorded:
+            raise CheckpointError(f"{where}: adapter was trained on another backbone (digest {recorded[:12]}…), this backbone "
+                                  f"is {have[:12]}…; load it onto the backbone it was trained on, or pass check_backbone=False "
+                                  "if you mean it")
 
     if not is_wrapped(model):
         wrap(model, bound.space, modules_to_train=(classifier_name(model),), vector_b=vector_b)

@@ -44,7 +44,7 @@ class LrMultipliers:
 
     def __post_init__(self) -> None:
         for tensor, value in asdict(self).items():
-            require(value > 0, f"optim.lr_mult.{tensor}", value, "use a positive multiple of optim.lr (1 = none)")
+            require(math.isfinite(value) and value > 0, f"optim.lr_mult.{tensor}", value, "use a positive, finite multiple of optim.lr (1 = none)")
 
 
 def _require_null_or_positive(steps, prefix: str, fix: str) -> None:

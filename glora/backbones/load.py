@@ -17,7 +17,8 @@ from timm.models import load_state_dict
 from torch import nn
 
 from glora.data import Preprocess
-from glora.run.errors import CheckpointError
+from glora.run.checkpoint import refused_message, weights_only_refused
+from glora.run.errors import CheckpointError, require
 from glora.spaces import classifier_name
 
 from .families import family_of
@@ -41,6 +42,12 @@ class ModelConfig:
     checkpoint: Optional[str] = None  # a local file, or package:<name> (glora.backbones.packaged)
     pretrained: bool = True
     img_size: Optional[int] = None  # input size (a ViT is built at it, position embeddings resampled; a CNN is fed it)
+
+    def __post_init__(self) -> None:
+        require(self.img_size is None or (isinstance(self.img_size, int) and self.img_size >= 1), "model.img_size", self.img_size,
+                "use null (the model's own size) or a positive number of pixels, e.g. model.img_size=224")
+        require(self.img_size is None or self.name != EMBEDDED, "model.img_size", self.img_size,
+                "the embedded backbone has one input size (32 px); drop model.img_size, or set model.name to a timm model")
 
 
 @dataclass
@@ -75,6 +82,8 @@ def _load_weights(model: nn.Module, path: Path, what: str) -> None:
     try:
         state = load_state_dict(str(path), weights_only=True)
     except Exception as err:  # safetensors / torch raise many types for a bad file
+        if weights_only_refused(err):  # torch's text advises weights_only=False: never shown
+            raise CheckpointError(f"{what}: {refused_message(path)}") from None
         raise CheckpointError(f"{what} {str(path)!r} cannot be read (truncated or not a weights file?): {err}") from None
     head = classifier_name(model)
     state = {k: v for k, v in state.items() if not k.startswith(head + ".")}

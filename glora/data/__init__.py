@@ -3,6 +3,7 @@ behind one ``build_task(cfg, preprocess)`` door returning train / val / trainval
 from __future__ import annotations
 
 import functools
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -23,13 +24,16 @@ from glora.run.errors import DataError, require
 
 from .embedded import SOURCE_TASK, TARGET_TASKS, TASKS, make_task
 from .few_shot import few_shot_splits
-from .folders import FileListDataset, decode_all, imagefolder_split, vtab1k_split
+from .folders import VTAB_SPLIT_FILES, FileListDataset, decode_all, imagefolder_split, vtab1k_split
 from .packaged import REAL_TASKS, load_real_task
 from .shifts import parse_shift, shifted
 
 __all__ = ["REAL_TASKS", "SOURCE_TASK", "SPLITS", "TARGET_TASKS", "DataConfig", "Preprocess", "TaskData", "build_task", "task_label"]
 
 SPLITS = ("train", "val", "trainval", "test")
+#: A task name becomes part of stage folders (train-<task>, ...): no separators, no '..'; '@' and ':' for
+#: shifted targets (mnist@blur:3), '-' for k-shot names (mnist-16shot).
+_TASK_NAME = re.compile(r"[A-Za-z0-9_.@:-]+")
 
 
 @dataclass
@@ -59,6 +63,9 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         require(self.source in _SOURCES, "data.source", self.source, f"use one of {sorted(_SOURCES)} (data=<source>)")
+        require(self.task is None or (isinstance(self.task, str) and bool(_TASK_NAME.fullmatch(self.task)) and ".." not in self.task
+                                      and self.task != "."), "data.task", self.task,
+                "use a name of letters, digits and _ . @ : - (no path separators or '..'), e.g. mnist, or null for a folder's name")
         require(self.batch_size >= 1, "data.batch_size", self.batch_size, "use at least 1 image per batch, e.g. 64")
         require(self.eval_batch_size >= 1, "data.eval_batch_size", self.eval_batch_size, "use at least 1 image per batch, e.g. 256")
         require(self.num_workers >= 0, "data.num_workers", self.num_workers, "use 0 (load in the main process) or more workers")
@@ -169,7 +176,13 @@ def _folders(cfg: DataConfig, pre: Preprocess, sizes: None = None) -> tuple[dict
         val, _ = imagefolder_split(cfg.root, "val", classes)
         test, _ = imagefolder_split(cfg.root, "test", classes)
         items = {"train": train, "val": val, "trainval": train + val, "test": test}
-    seen = max(label for _, label in items["trainval"]) + 1
+    labels = {label for _, label in items["trainval"]}
+    seen = max(labels) + 1
+    missing = sorted(set(range(seen)) - labels)
+    if cfg.source == "vtab1k" and missing and not cfg.num_classes:  # a gap would silently widen the head
+        gaps = ", ".join(map(str, missing[:20])) + (" ..." if len(missing) > 20 else "")
+        raise DataError(f"{Path(cfg.root).expanduser() / VTAB_SPLIT_FILES['trainval']}: labels 0..{seen - 1} miss {gaps}; "
+                        f"renumber the labels 0..K-1, or set data.num_classes={seen} if those classes exist without training images")
     num_classes = cfg.num_classes or seen
     for split, rows in items.items():
         for path, label in rows:

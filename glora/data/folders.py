@@ -8,10 +8,13 @@ odd-sized images.
 from __future__ import annotations
 
 import os
+import re
+import stat
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
@@ -40,9 +43,22 @@ class FileListDataset(Dataset):
         return self.transform(_decode(path)), label
 
 
+#: File kinds that are not images, as named in the error (a FIFO would block open() forever).
+_KINDS = {stat.S_IFIFO: "a FIFO", stat.S_IFDIR: "a folder", stat.S_IFSOCK: "a socket", stat.S_IFCHR: "a device", stat.S_IFBLK: "a device"}
+#: PIL's high-bit-depth greyscale modes: convert("RGB") clips them at 255, so they are scaled first.
+_WIDE_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+
+
 def _decode(path: Path) -> Image.Image:
     try:
+        kind = stat.S_IFMT(path.stat().st_mode)  # before open(): opening a FIFO blocks until a writer comes
+        if kind != stat.S_IFREG:
+            raise DataError(f"{path} is {_KINDS.get(kind, 'not a regular file')}, not an image file; remove it "
+                            "(and its line in the split's list)")
         with Image.open(path) as img:
+            if img.mode in _WIDE_MODES:  # 16-bit PNG / TIFF: 0..65535 -> 0..255 (65535 / 257 = 255)
+                grey = np.asarray(img).astype(np.float32) / 257
+                return Image.fromarray(grey.round().clip(0, 255).astype(np.uint8), "L").convert("RGB")
             return img.convert("RGB")  # decodes every pixel
     except (OSError, ValueError, Image.DecompressionBombError) as err:
         raise DataError(f"cannot decode image {path} ({err}); replace or remove it (and its line in the split's list)") from None
@@ -69,20 +85,31 @@ def _check_root(root: str | None, what: str) -> Path:
 
 
 def vtab1k_split(root: str | None, split: str) -> list[tuple[Path, int]]:
-    """Items of one split of a VTAB-1k task folder (``<path> <label>`` lines)."""
+    """Items of one split of a VTAB-1k task folder (``<path> <label>`` lines, UTF-8, paths
+    relative to the folder and inside it, labels in ASCII digits)."""
     folder = _check_root(root, "a VTAB-1k task folder (train800.txt, val200.txt, train800val200.txt, test.txt)")
     list_file = folder / VTAB_SPLIT_FILES[split]
     if not list_file.is_file():
         raise DataError(f"VTAB-1k folder {str(folder)!r} has no {list_file.name} (needed for the {split!r} split)")
+    try:
+        text = list_file.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise DataError(f"{list_file} is not UTF-8 (byte {err.start}); save it as UTF-8") from None
+    inside = os.path.normpath(folder.absolute())
     items = []
-    for number, line in enumerate(list_file.read_text().splitlines(), start=1):
+    for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         parts = line.rsplit(maxsplit=1)
-        if len(parts) != 2 or not parts[1].lstrip("-").isdigit():
-            raise DataError(f"{list_file}:{number}: expected '<image path> <integer label>', got {line!r}")
+        if len(parts) != 2 or not re.fullmatch(r"[0-9]+", parts[1]):  # not isdigit(): it takes '²' and '--1' lstripped
+            raise DataError(f"{list_file}:{number}: expected '<image path> <integer label>', got {line!r}; "
+                            "write the label as a class index 0..K-1 in ASCII digits")
+        # Lexically, not resolve(): '..' and absolute paths leave the folder; a symlink inside it is the user's choice.
         path = folder / parts[0]
-        if not path.is_file():
+        if os.path.commonpath([inside, os.path.normpath(folder.absolute() / parts[0])]) != inside:
+            raise DataError(f"{list_file}:{number}: image {parts[0]!r} is outside data.root {folder}; "
+                            "list paths relative to the task folder, inside it")
+        if not path.exists():
             raise DataError(f"{list_file}:{number}: image {parts[0]!r} does not exist under {folder}")
         items.append((path, int(parts[1])))
     if not items:
@@ -103,10 +130,13 @@ def imagefolder_split(root: str | None, split: str, classes: list[str] | None = 
     items = []
     for name in found:
         if name not in index:
-            raise DataError(f"{split_dir}/{name}: class {name!r} is not among the train split's classes {classes}")
-        for path in sorted((split_dir / name).iterdir()):
-            if path.suffix.lower() in IMAGE_EXTENSIONS:
-                items.append((path, index[name]))
+            raise DataError(f"{split_dir}/{name}: class {name!r} has no training images (not among the train split's classes "
+                            f"{classes}); add them to {folder}/train/{name}/, or remove {split_dir}/{name}")
+        images = [path for path in sorted((split_dir / name).iterdir()) if path.suffix.lower() in IMAGE_EXTENSIONS]
+        if not images and split == "train":  # an empty class would still get a logit, never trained
+            raise DataError(f"{split_dir}/{name}: class {name!r} has no training images; add them to {split_dir}/{name}/, "
+                            "or remove that class folder from every split")
+        items.extend((path, index[name]) for path in images)
     if not items:
         raise DataError(f"{split_dir} holds no images (extensions {', '.join(IMAGE_EXTENSIONS)})")
     return items, classes

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import importlib.resources
+import json
 import logging
 import sys
 from collections.abc import Callable, Iterator
@@ -13,16 +14,19 @@ from pathlib import Path
 from typing import Any
 
 import torch.distributed
+import yaml
 from hydra import compose
 from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from glora.run.distributed import is_main, quiet_other_ranks, rank, run_stamp
 from glora.run.errors import JobError
-from glora.run.io import ensure_writable, remove_temp_files, write_text_atomic
+from glora.run.io import ensure_writable, remove_temp_files, write_json_atomic, write_text_atomic
+from glora.run.signals import Stopped
 from glora.search import STRATEGIES
 from glora.spaces import LayoutError, SpaceError
 from glora.stages.evaluate import EvaluateJobConfig
@@ -57,13 +61,15 @@ for _name, _node in STRATEGIES.items():
 
 #: The record of what a run computes, written into its run dir at start; ``resume=`` reads it back.
 RECORD = "job.yaml"
+FAILED = "failed.json"  # a sweep point that ended in an error: {"error": the line the user saw}
 #: Settings of this process, not of the run: a resumed run takes them from its own command line.
 PROCESS = ("trainer.stop_after_epochs", "trainer.device", "data.num_workers")
 #: Settings a resumed run may change: how long it goes on (plus the process's own).
-RESUMABLE = ("trainer.epochs", "search.generations", *PROCESS)
+LENGTHS = ("trainer.epochs", "search.generations")
+RESUMABLE = (*LENGTHS, *PROCESS)
 
 
-def run_job(job: Callable[[Any, Path], Any], cfg: DictConfig) -> Any:
+def run_job(job: Callable[[Any, Path], Any], cfg: DictConfig, score: Callable[[Any], Any] = lambda result: result) -> Any:
     """Run ``job(cfg, run_dir)`` on the composed config (the run's own, restored, under
     ``resume=``) as its dataclass, in a run dir no other job holds; errors the user can
     fix are logged as one line and end the process with exit code 1."""
@@ -77,10 +83,19 @@ def run_job(job: Callable[[Any, Path], Any], cfg: DictConfig) -> Any:
                 remove_temp_files(run_dir)  # left by writes a kill interrupted
                 record = {"choices": choices, "config": OmegaConf.to_container(cfg, resolve=True)}
                 write_text_atomic(run_dir / RECORD, OmegaConf.to_yaml(record))
-            return job(settings, run_dir)
+            return score(job(settings, run_dir))  # what a sweeper optimises (None for a failed sweep point)
+    except Stopped as err:  # a scheduler's SIGTERM / SIGUSR1: the step is checkpointed, the run resumes from it
+        if is_main():
+            log.error("%s; resume with: glora-%s resume=%s", err, cfg.get("task_name"), run_dir)
+        sys.exit(err.exit_code)
     except (JobError, LayoutError, SpaceError) as err:
+        sweep = HydraConfig.get().mode == RunMode.MULTIRUN
         if is_main():  # the same config / data on every rank: one message, not one per rank
             log.error("%s", _one_line(err))
+            if sweep:
+                write_json_atomic(run_dir / FAILED, {"error": _one_line(err)})
+        if sweep:  # one bad point does not end the sweep: the others run, and the sweep's end reports it
+            return None
         sys.exit(1)
     except torch.distributed.DistError as err:  # another rank died or timed out: no hang, no stack trace
         log.error(
@@ -151,7 +166,7 @@ def _restore(cfg: DictConfig, run_dir: Path) -> tuple[DictConfig, dict[str, str]
     if not record.is_file():
         raise JobError(f"resume={resume} is not a run dir to continue (it holds no {RECORD}, which every run writes at start); "
                        "point it at an earlier run's dir, runs/<job>/<time>_<tag>, or start a new run without resume=")
-    saved = OmegaConf.load(record)
+    saved = _read_record(record)
     job = HydraConfig.get().job.config_name
     if saved.config.get("task_name") != cfg.get("task_name"):
         raise JobError(f"resume={resume} is a {saved.config.get('task_name')} run, not a {cfg.get('task_name')} run; "
@@ -169,6 +184,10 @@ def _restore(cfg: DictConfig, run_dir: Path) -> tuple[DictConfig, dict[str, str]
                 f"drop the override to continue it, or start a new run without resume= (resumable: {', '.join(RESUMABLE)})"
             )
         changes[key] = now[key]
+    for key in LENGTHS:
+        if key in changes and isinstance(recorded.get(key), int) and isinstance(changes[key], int) and changes[key] < recorded[key]:
+            raise JobError(f"resume: {key}={changes[key]} is below the {recorded[key]} the run in {resume} was set to, and its files may "
+                           f"already hold more; a resumed run only goes on longer: drop the override, or start a new run without resume=")
     groups = [f"{group}={choice}" for group, choice in saved.choices.items()]
     restored = OmegaConf.merge(compose(job, overrides=[*groups, f"resume={resume}"]), saved.config)
     for key, value in changes.items():
@@ -176,6 +195,31 @@ def _restore(cfg: DictConfig, run_dir: Path) -> tuple[DictConfig, dict[str, str]
         log.info("resume: %s=%r (the run had %r)", key, value, recorded.get(key))
     restored.resume = resume
     return restored, dict(saved.choices)
+
+
+#: A job.yaml is a few KB; this bounds what reading one may cost.
+RECORD_MAX_BYTES = 1 << 20
+
+
+def _read_record(record: Path) -> DictConfig:
+    """A run's job.yaml, as this project writes it: plain YAML without aliases (an alias
+    bomb of a few KB expands to gigabytes) or tags, at most ``RECORD_MAX_BYTES``; anything
+    else is one JobError, before it is expanded."""
+    fix = "it was not written by this project: start a new run without resume="
+    if record.stat().st_size > RECORD_MAX_BYTES:
+        raise JobError(f"{record} is {record.stat().st_size} bytes, more than a job.yaml holds; {fix}")
+    try:
+        text = record.read_text()
+        for event in yaml.parse(text):  # events only: nothing is expanded or built
+            if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) or getattr(event, "tag", None) not in (None, "!"):
+                raise JobError(f"{record} holds a YAML {'alias' if isinstance(event, yaml.AliasEvent) else 'anchor or tag'} "
+                               f"(line {event.start_mark.line + 1}), which job.yaml never does; {fix}")
+        saved = OmegaConf.load(record)
+    except (yaml.YAMLError, UnicodeDecodeError, ValueError) as err:
+        raise JobError(f"{record} is not valid YAML ({str(err).splitlines()[0]}); {fix}") from None
+    if not isinstance(saved, DictConfig) or "config" not in saved or "choices" not in saved:
+        raise JobError(f"{record} lacks the config and choices every job.yaml holds; {fix}")
+    return saved
 
 
 class CheckOutputDir(Callback):
@@ -193,3 +237,11 @@ class CheckOutputDir(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         self._check(config.hydra.sweep.dir)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        """The sweep ran every point; any that failed are named here and the process exits 1."""
+        failed = sorted(Path(config.hydra.sweep.dir).glob(f"*/{FAILED}"))
+        if failed:
+            lines = [f"{f.parent.name}: {json.loads(f.read_text()).get('error', '?')}" for f in failed]
+            sys.exit(f"error: {len(failed)} sweep point(s) failed (the others finished; glora-sweep-report lists every point):\n  "
+                     + "\n  ".join(lines))

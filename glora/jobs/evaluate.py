@@ -15,5 +15,4 @@ from .app import CONF_DIR, run_job
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="evaluate")
 def main(cfg: DictConfig) -> float:
-    table = run_job(run_evaluate, cfg)
-    return float(table["acc"].mean())
+    return run_job(run_evaluate, cfg, lambda table: float(table["acc"].mean()))

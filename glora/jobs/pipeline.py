@@ -15,5 +15,4 @@ from .app import CONF_DIR, run_job
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="pipeline")
 def main(cfg: DictConfig) -> float:
-    table = run_job(run_pipeline, cfg)
-    return float(table.filter(like="_acc_merged").mean(axis=None))
+    return run_job(run_pipeline, cfg, lambda table: float(table.filter(like="_acc_merged").mean(axis=None)))

@@ -13,4 +13,4 @@ from .app import CONF_DIR, run_job
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="pretrain")
 def main(cfg: DictConfig) -> float:
-    return run_job(run_pretrain, cfg)["source_val_acc"]
+    return run_job(run_pretrain, cfg, lambda metrics: metrics["source_val_acc"])

@@ -15,8 +15,7 @@ from .app import CONF_DIR, run_job
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="retrain")
 def hydra_main(cfg: DictConfig) -> float:
-    metrics = run_job(retrain_merge_export, cfg)
-    return metrics[f"{metrics['report_split']}_acc"]
+    return run_job(retrain_merge_export, cfg, lambda metrics: metrics[f"{metrics['report_split']}_acc"])
 
 
 main = entry_point(hydra_main)  # the console script: torchrun-aware

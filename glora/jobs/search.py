@@ -16,7 +16,7 @@ from .app import CONF_DIR, run_job
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="search")
 def hydra_main(cfg: DictConfig) -> float:
-    return run_job(run_search, cfg)["best_val_acc"]
+    return run_job(run_search, cfg, lambda metrics: metrics["best_val_acc"])
 
 
 main = entry_point(hydra_main)  # the console script: torchrun-aware

@@ -16,7 +16,7 @@ from .app import CONF_DIR, run_job
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
 def hydra_main(cfg: DictConfig) -> float:
-    return run_job(train_supernet, cfg).get("val/acc", 0.0)
+    return run_job(train_supernet, cfg, lambda metrics: metrics.get("val/acc", 0.0))
 
 
 main = entry_point(hydra_main)  # the console script: torchrun-aware

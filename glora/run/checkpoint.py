@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import pickle
 import re
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,37 @@ from .errors import CheckpointError
 from .io import atomic_write
 
 __all__ = ["WEIGHTS", "save_weights", "load_weights", "read_identity", "save_state", "load_state", "save_checkpoint", "load_checkpoint",
-           "state_name", "tensors_digest"]
+           "checkpoint_key", "state_name", "tensors_digest", "DuplicateKeyError", "unique_keys", "weights_only_refused", "refused_message"]
+
+
+class DuplicateKeyError(ValueError):
+    """A JSON object that names one key twice (``json`` would silently keep the last)."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"key {key!r} appears twice in one object")
+        self.key = key
+
+
+def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``object_pairs_hook`` for ``json.loads``: an object, or :class:`DuplicateKeyError`."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise DuplicateKeyError(key)
+        out[key] = value
+    return out
+
+
+def weights_only_refused(err: BaseException) -> bool:
+    """Whether ``torch.load(..., weights_only=True)`` raised ``err`` because the file holds
+    Python objects it will not unpickle (rather than because the file is truncated)."""
+    return isinstance(err, pickle.UnpicklingError) and "Weights only load failed" in str(err)
+
+
+def refused_message(path: Path | str) -> str:
+    """Our one line for a file a weights-only load refuses; torch's own text advises
+    ``weights_only=False``, which would run whatever code the file holds, so it is never shown."""
+    return f"{path} holds Python objects that a weights-only load refuses; convert it to .safetensors or a plain state_dict"
 
 
 def tensors_digest(tensors: dict[str, torch.Tensor]) -> str:
@@ -49,11 +80,22 @@ def _header(path: Path) -> dict[str, str]:
         raise CheckpointError(f"checkpoint {str(path)!r} is truncated or corrupt ({err}); delete it or point at another run") from None
 
 
-def read_identity(path: Path, meta: dict[str, str] | None = None) -> dict[str, Any]:
+def read_identity(path: Path, meta: dict[str, str] | None = None, what: str = "checkpoint") -> dict[str, Any]:
+    """The ``glora`` header of a safetensors file this project wrote: one JSON object with
+    no key twice, or one CheckpointError naming ``what`` and the file."""
     meta = _header(path) if meta is None else meta
     if "glora" not in meta:
-        raise CheckpointError(f"checkpoint {str(path)!r} was not written by this project (no 'glora' header)")
-    return json.loads(meta["glora"])
+        raise CheckpointError(f"{what} {str(path)!r} was not written by this project (no 'glora' header)")
+    try:
+        identity = json.loads(meta["glora"], object_pairs_hook=unique_keys)
+    except DuplicateKeyError as err:
+        raise CheckpointError(f"{what} {str(path)!r}: its 'glora' header has key {err.key!r} twice; re-export it") from None
+    except ValueError as err:  # JSONDecodeError, or a number too large for an int
+        raise CheckpointError(f"{what} {str(path)!r}: its 'glora' header is not JSON ({err}); re-export it") from None
+    if not isinstance(identity, dict):
+        raise CheckpointError(f"{what} {str(path)!r}: its 'glora' header is JSON but not an object "
+                              f"({type(identity).__name__}); re-export it")
+    return identity
 
 
 def load_weights(path: Path, model: nn.Module, expect: dict[str, Any]) -> dict[str, Any]:
@@ -96,7 +138,9 @@ def load_state(path: Path) -> dict[str, Any]:
     except FileNotFoundError:
         raise CheckpointError(f"training state {str(path)!r} does not exist") from None
     except Exception as err:  # pickle / zip errors of a truncated or foreign file; torch's own text is not shown
-        raise CheckpointError(  # (it advises weights_only=False, which would unpickle arbitrary code)
+        if weights_only_refused(err):  # (it advises weights_only=False, which would unpickle arbitrary code)
+            raise CheckpointError(refused_message(path)) from None
+        raise CheckpointError(
             f"training state {str(path)!r} is truncated or corrupt ({type(err).__name__}); it is not a state file this "
             "project wrote: delete the run dir's checkpoint files to start over"
         ) from None
@@ -106,33 +150,42 @@ def load_state(path: Path) -> dict[str, Any]:
 WEIGHTS = "supernet.safetensors"
 
 
-def state_name(weights: str, epoch: int) -> str:
-    """The resumable state of ``weights`` at ``epoch`` (``supernet-state-0003.pt``)."""
-    return f"{Path(weights).stem}-state-{epoch:04d}.pt"
+def checkpoint_key(progress: dict[str, Any]) -> str:
+    """What a checkpoint's state file is named by: its epoch (``0003``), or for one written
+    mid-epoch by a stop signal its epoch and step (``0003-step0145``): a key no other
+    checkpoint of the run has, so writing it never overwrites the state the current weights need."""
+    epoch = int(progress.get("epoch", 0))
+    return f"{epoch:04d}" if not progress.get("partial") else f"{epoch:04d}-step{int(progress['step']):04d}"
 
 
-def _states(run_dir: Path, weights: str) -> dict[int, Path]:
-    pattern = re.compile(re.escape(Path(weights).stem) + r"-state-(\d+)\.pt")
-    return {int(m.group(1)): p for p in run_dir.glob(f"{Path(weights).stem}-state-*.pt") if (m := pattern.fullmatch(p.name))}
+def state_name(weights: str, key: str | int) -> str:
+    """The resumable state of ``weights`` at ``key`` (``supernet-state-0003.pt``; an int is an epoch)."""
+    return f"{Path(weights).stem}-state-{key if isinstance(key, str) else f'{key:04d}'}.pt"
+
+
+def _states(run_dir: Path, weights: str) -> dict[str, Path]:
+    pattern = re.compile(re.escape(Path(weights).stem) + r"-state-(\d+(?:-step\d+)?)\.pt")
+    return {m.group(1): p for p in run_dir.glob(f"{Path(weights).stem}-state-*.pt") if (m := pattern.fullmatch(p.name))}
 
 
 def save_checkpoint(
     run_dir: Path, model: nn.Module, identity: dict[str, Any], progress: dict[str, Any], state: dict[str, Any], weights: str = WEIGHTS
 ) -> None:
-    """Write one epoch's checkpoint so that a kill at any instant, and any sequence of
-    kills, leaves a resumable pair.
+    """Write one checkpoint (an epoch's end, or a step a stop signal ended on) so that a kill
+    at any instant, and any sequence of kills, leaves a resumable pair.
 
-    Each epoch's state gets a file of its own, written before the weights; the weights
-    file (its header carries ``progress``: epoch, step, history) is the commit point;
-    only then are older states deleted. So the state of the weights' epoch always exists:
-    a kill before the commit leaves the previous pair intact (plus an orphan state that
-    the re-done epoch overwrites), a kill after it leaves the new pair.
+    Each checkpoint's state gets a file of its own (:func:`checkpoint_key`), written before
+    the weights; the weights file (its header carries ``progress``: epoch, step, history,
+    and a mid-epoch stop's ``partial``) is the commit point; only then are older states
+    deleted. So the state of the weights' checkpoint always exists: a kill before the commit
+    leaves the previous pair intact (plus an orphan state that the re-done work overwrites),
+    a kill after it leaves the new pair.
     """
-    epoch = progress["epoch"]
-    save_state(run_dir / state_name(weights, epoch), {**state, "epoch": epoch})
+    key = checkpoint_key(progress)
+    save_state(run_dir / state_name(weights, key), {**state, "epoch": progress["epoch"], "key": key})
     save_weights(run_dir / weights, model, {**identity, "progress": progress})
     for old, path in _states(run_dir, weights).items():
-        if old != epoch:
+        if old != key:
             path.unlink(missing_ok=True)
 
 
@@ -140,16 +193,17 @@ def load_checkpoint(
     run_dir: Path, model: nn.Module, identity: dict[str, Any], weights: str = WEIGHTS
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Weights into ``model`` (after checking ``identity`` and the checksum), and the
-    resumable state of the same epoch."""
+    resumable state of the same checkpoint."""
     stored = load_weights(run_dir / weights, model, identity)
     progress = stored.get("progress") or {}
-    path = _states(run_dir, weights).get(progress.get("epoch"))
+    key = checkpoint_key(progress)
+    path = _states(run_dir, weights).get(key)
     if path is None:
         raise CheckpointError(
-            f"{run_dir} has {weights} of epoch {progress.get('epoch')} but no {state_name(weights, progress.get('epoch', 0))}; "
+            f"{run_dir} has {weights} of epoch {progress.get('epoch')} but no {state_name(weights, key)}; "
             "cannot resume exactly: delete the run dir's checkpoint files to start over"
         )
     state = load_state(path)
-    if state.get("epoch") != progress.get("epoch"):
+    if state.get("epoch") != progress.get("epoch") or state.get("key", key) != key:
         raise CheckpointError(f"{path} holds the state of epoch {state.get('epoch')}, not {progress.get('epoch')}; cannot resume exactly")
     return progress, state

@@ -15,6 +15,7 @@ import logging
 from pathlib import Path
 
 import matplotlib
+import yaml
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -29,7 +30,27 @@ from .front import read_front  # noqa: E402
 
 log = logging.getLogger(__name__)
 
-__all__ = ["collect", "plot", "report_sweep"]
+__all__ = ["collect", "missing", "plot", "report_sweep"]
+
+
+def missing(sweep_dir: str | Path) -> pd.DataFrame:
+    """One row per sweep point (a Hydra job dir, ``.hydra/``) with no finished search: its
+    overrides and why (the error it ended with, or none recorded: unfinished or killed)."""
+    rows = []
+    for hydra_dir in sorted(Path(sweep_dir).glob("*/.hydra")):
+        run = hydra_dir.parent
+        if (run / "metrics.json").is_file() and (run / "layout.json").is_file():
+            continue
+        try:
+            overrides = yaml.safe_load((hydra_dir / "overrides.yaml").read_text()) or []
+        except (OSError, yaml.YAMLError):
+            overrides = []
+        try:
+            why = json.loads((run / "failed.json").read_text())["error"]
+        except (OSError, ValueError, KeyError, TypeError):
+            why = "no result: unfinished or killed (resume it with resume=<its dir>)"
+        rows.append({"run": str(run.relative_to(sweep_dir)), "overrides": " ".join(map(str, overrides)), "why": why})
+    return pd.DataFrame(rows, columns=["run", "overrides", "why"])
 
 
 def collect(sweep_dir: str | Path) -> pd.DataFrame:
@@ -76,6 +97,10 @@ def report_sweep(sweep_dir: str | Path, front_dirs: list[str | Path] = ()) -> pd
         fronts[label] = read_front(run)
     atomic_write(sweep / "sweep.csv", lambda tmp: table.to_csv(tmp, index=False))
     sections = [f"\n## {label}\n\n{markdown_table(front)}" for label, front in fronts.items()]
+    absent = missing(sweep)
+    if len(absent):
+        log.warning("%d sweep point(s) without a result:\n%s", len(absent), absent.to_string(index=False))
+        sections.insert(0, f"\n## Points without a result\n\n{markdown_table(absent)}")
     write_text_atomic(sweep / "sweep.md", "\n".join([markdown_table(table), *sections, ""]))
     plot(table, sweep / "sweep.png", fronts)
     log.info("%s\n\nwrote %s, sweep.md, sweep.png", table.to_string(index=False), sweep / "sweep.csv")

@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 from glora.backbones import BackboneSpec, build_model
 from glora.data import TaskData, build_task
 from glora.run import distributed
-from glora.run.checkpoint import WEIGHTS, load_weights
+from glora.run.checkpoint import WEIGHTS, load_weights, unique_keys
 from glora.run.errors import CheckpointError
 from glora.run.io import write_json_atomic
 from glora.spaces import Space, SpaceConfig
@@ -84,16 +84,16 @@ def load_trained(run_dir: str | Path, device: torch.device | str = "cpu") -> Tra
     if not run_dir.is_dir() or not state_file.is_file() or not (run_dir / WEIGHTS).is_file():
         raise CheckpointError(f"{str(run_dir)!r} is not a glora-train run dir (needs train_state.json and {WEIGHTS})")
     try:
-        saved = json.loads(state_file.read_text())
+        saved = json.loads(state_file.read_text(), object_pairs_hook=unique_keys)
         cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(TrainJobConfig), saved["config"]))
         spec = BackboneSpec.from_dict(saved["backbone"])
         identity = saved["identity"]
-    except (ValueError, KeyError, TypeError) as err:
+        space = Space.from_dict(identity["space"], source=str(state_file))  # its ranks checked before any tensor is built
+    except (ValueError, KeyError, TypeError, AttributeError) as err:  # a SpaceError is a ValueError
         raise CheckpointError(f"{state_file} is corrupt or from another version ({err})") from None
     if identity.get("parameterisation") != parameterisation(cfg.glora.vector_b):
         raise CheckpointError(f"{run_dir} holds GLoRA weights of parameterisation {identity.get('parameterisation', 'glora-param/1')!r}, "
                               f"this version reads {parameterisation(cfg.glora.vector_b)!r} (/1 predates glora.vector_b); retrain it")
-    space = Space.from_dict(identity["space"])
     task = build_task(cfg.data, spec.preprocess)
     model = build_model(spec, identity["num_classes"])
     wrap(model, space, seed=cfg.trainer.seed, vector_b=cfg.glora.vector_b)

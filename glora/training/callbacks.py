@@ -27,7 +27,8 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Checkpoint:
-    """Resume from ``run_dir`` when it holds a checkpoint; write one after every epoch."""
+    """Resume from ``run_dir`` when it holds a checkpoint; write one after every epoch, and
+    after the step a stop signal ended the fit on."""
 
     run_dir: Path
     identity: dict[str, Any]  # what the weights must match to be loaded (model, classes, space, ...)
@@ -47,13 +48,23 @@ class Checkpoint:
         state.schedule.load_state_dict(saved["scheduler"])
         torch.set_rng_state(saved["torch_rng"])
         state.epoch, state.step, state.history = progress["epoch"], progress["step"], progress["history"]
-        log.info("resuming %s from epoch %d (step %d)", self.run_dir, state.epoch, state.step)
+        state.partial = progress.get("partial")  # a stop signal's mid-epoch checkpoint: the loop goes on from its step
+        state.epoch_rng = saved.get("epoch_rng")
+        log.info("resuming %s from epoch %d (step %d)", self.run_dir, state.epoch + (1 if state.partial else 0), state.step)
 
     def on_epoch_end(self, state: LoopState) -> None:
+        self._save(state)
+
+    def on_interrupt(self, state: LoopState) -> None:
+        """A stop signal ended the fit after a step: checkpoint that step (``state.partial``)."""
+        self._save(state)
+
+    def _save(self, state: LoopState) -> None:
         if not distributed.is_main():
             return
-        progress = {"epoch": state.epoch, "step": state.step, "history": state.history}
-        saved = {"optimizer": state.optimizer.state_dict(), "scheduler": state.schedule.state_dict(), "torch_rng": torch.get_rng_state()}
+        progress = {"epoch": state.epoch, "step": state.step, "history": state.history, "partial": state.partial}
+        saved = {"optimizer": state.optimizer.state_dict(), "scheduler": state.schedule.state_dict(), "torch_rng": torch.get_rng_state(),
+                 **({"epoch_rng": state.epoch_rng} if state.partial else {})}
         save_checkpoint(self.run_dir, state.model, self.identity, progress, saved, self.weights)
 
 

@@ -19,6 +19,7 @@ from tqdm import tqdm
 from glora.run import distributed
 from glora.run.device import autocast, pick_device
 from glora.run.errors import TrainingError, require
+from glora.run.signals import Stopped, StopRequest
 
 from .inference import evaluate
 
@@ -134,6 +135,8 @@ class LoopState:
     epoch: int = 0  # epochs done
     step: int = 0
     history: list[dict] = field(default_factory=list)
+    partial: Optional[dict] = None  # set when stopped mid-epoch: batches done in epoch ``epoch`` and their sums
+    epoch_rng: Optional[torch.Tensor] = None  # torch's RNG state as the current epoch began (a loader's shuffle draws from it)
 
 
 class Callback(Protocol):
@@ -141,7 +144,8 @@ class Callback(Protocol):
 
     def on_epoch_end(self, state: LoopState) -> None: ...
 
-    # optional: on_fit_end(state), after the last epoch this process runs
+    # optional: on_fit_end(state), after the last epoch this process runs;
+    # on_interrupt(state), when a stop signal ends the fit mid-epoch (``state.partial`` set)
 
 
 def step_loss(
@@ -199,20 +203,55 @@ def fit(
         callback.on_fit_start(state)
 
     last_epoch = trainer.epochs if trainer.stop_after_epochs is None else min(trainer.epochs, state.epoch + trainer.stop_after_epochs)
+    with StopRequest() as stop:
+        _epochs(model, task, trainer, state, callbacks, hook, stop, (train_split, eval_split), total_steps, last_epoch, device, sync, rank, world)
+    for callback in callbacks:
+        if hasattr(callback, "on_fit_end"):
+            callback.on_fit_end(state)
+    return state.history
+
+
+def _epochs(model: nn.Module, task: TaskLoaders, trainer: TrainerConfig, state: LoopState, callbacks: tuple[Callback, ...],
+            hook: Optional[StepHook], stop: StopRequest, splits: tuple[str, str], total_steps: int, last_epoch: int,
+            device: torch.device, sync: bool, rank: int, world: int) -> None:
+    """The epochs of ``fit``; a stop signal ends them after the current step (checkpointed by
+    the callbacks' ``on_interrupt``) with :class:`Stopped`."""
+    train_split, eval_split = splits
+    optimizer, schedule = state.optimizer, state.schedule
+    params = [p for group in optimizer.param_groups for p in group["params"]]
     for epoch in range(state.epoch, last_epoch):
         if state.step >= total_steps:
             break
         start = time.time()
         model.train()
-        loss_sum, correct, seen = 0.0, 0, 0
+        loss_sum, correct, seen, done = 0.0, 0, 0, 0
         loader = task.loader(train_split, train=True, seed=trainer.seed * 1000 + epoch, rank=rank, world=world)
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{trainer.epochs}", unit="step", dynamic_ncols=True, disable=not distributed.is_main())
+        if state.partial:  # resumed from a mid-epoch stop: the epoch's own shuffle, past the batches already trained
+            done, loss_sum, correct, seen = (state.partial[k] for k in ("batches", "loss_sum", "correct", "seen"))
+            rng = torch.get_rng_state()  # the checkpoint's, for the steps to come
+            if state.epoch_rng is not None:
+                torch.set_rng_state(state.epoch_rng)  # a loader shuffling from torch's generator draws what it drew then
+            batches = iter(loader)
+            for _ in range(done):
+                next(batches)
+            torch.set_rng_state(rng)
+            state.partial = None
+        else:
+            state.epoch_rng = torch.get_rng_state()
+            batches = iter(loader)
+        bar = tqdm(batches, desc=f"epoch {epoch + 1}/{trainer.epochs}", unit="step", dynamic_ncols=True, disable=not distributed.is_main(),
+                   initial=done, total=len(loader))
         for images, labels in bar:
             images, labels = images.to(device), labels.to(device)
             loss, right = step_loss(model, images, labels, hook, state.step, step_seed(trainer.seed, state.step), trainer.label_smoothing, device)
             correct += right
             loss_value = loss.item()
-            mean_loss = distributed.all_reduce_sum([loss_value], device)[0] / world if sync else loss_value  # every rank stops together
+            stopping = float(stop.signum is not None)
+            if sync:  # every rank stops together: on a non-finite loss, or a stop signal on any rank
+                total_loss, stopping = distributed.all_reduce_sum([loss_value, stopping], device)
+                mean_loss = total_loss / world
+            else:
+                mean_loss = loss_value
             if not math.isfinite(mean_loss):
                 raise TrainingError(
                     f"loss is {mean_loss} at step {state.step} (epoch {epoch + 1}); training stopped. "
@@ -227,6 +266,16 @@ def fit(
             state.step += 1
             loss_sum += loss_value * labels.numel()
             seen += labels.numel()
+            done += 1
+            if stopping:
+                bar.close()
+                state.partial = {"batches": done, "loss_sum": loss_sum, "correct": correct, "seen": seen}
+                for callback in callbacks:
+                    if hasattr(callback, "on_interrupt"):
+                        callback.on_interrupt(state)
+                signum = stop.signum or 15  # another rank's signal
+                raise Stopped(f"stopped by {stop.name or 'a stop signal on another rank'} at epoch {epoch + 1} step {state.step}, "
+                              "after writing a checkpoint of that step", signum)
             if state.step >= total_steps:
                 break
         bar.close()
@@ -246,7 +295,3 @@ def fit(
                  f" | {eval_split} acc {scores[f'{eval_split}/acc']:.3f}" if scores else "")
         for callback in callbacks:
             callback.on_epoch_end(state)
-    for callback in callbacks:
-        if hasattr(callback, "on_fit_end"):
-            callback.on_fit_end(state)
-    return state.history

@@ -1,6 +1,7 @@
 """Crash sequences, resume semantics, and bad input refused at start with one line."""
 import os
 import random
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -103,6 +104,10 @@ def test_resume_restores_the_runs_own_config_and_refuses_changes(tmp_path, cache
     assert metrics["epochs_done"] == 3 and metrics["complete"]
     proc = run_cli("glora-train", f"resume={run}", "trainer.epochs=4", cwd=tmp_path)  # extending is allowed
     assert proc.returncode == 0 and pd.read_json(run / "metrics.json", typ="series")["epochs_done"] == 4
+    record = (run / "job.yaml").read_text()
+    proc = run_cli("glora-train", f"resume={run}", "trainer.epochs=2", cwd=tmp_path)  # shortening would contradict its weights
+    assert proc.returncode == 1 and "trainer.epochs=2 is below the 4" in proc.stdout + proc.stderr
+    assert (run / "job.yaml").read_text() == record
     search = tmp_path / "search"
     proc = run_cli("glora-search", "experiment=smoke", f"supernet={run}", f"hydra.run.dir={search}", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -236,3 +241,48 @@ def test_a_corrupt_state_never_advises_unpickling(tmp_path):
     with pytest.raises(CheckpointError) as err:
         load_state(tmp_path / "s.pt")
     assert "weights_only" not in str(err.value) and "corrupt" in str(err.value)
+
+
+def test_a_job_yaml_alias_bomb_is_refused_before_it_expands(tmp_path):
+    """A few-KB billion-laughs job.yaml would take minutes and gigabytes to expand: refused from its events."""
+    import time
+
+    from glora.jobs.app import _read_record
+    from glora.run.errors import JobError
+
+    levels = ["a: &a [" + ",".join(['"lol"'] * 9) + "]"]
+    levels += [f"{chr(98 + i)}: &{chr(98 + i)} [" + ",".join([f"*{chr(97 + i)}"] * 9) + "]" for i in range(8)]
+    record = tmp_path / "job.yaml"
+    record.write_text("\n".join([*levels, "config: {task_name: train}", "choices: *i", ""]))
+    start = time.monotonic()
+    with pytest.raises(JobError, match=r"job.yaml holds a YAML anchor or tag \(line 1\).*start a new run without resume="):
+        _read_record(record)
+    assert time.monotonic() - start < 1
+    record.write_text("config: !!python/object/apply:os.system ['true']\nchoices: {}\n")
+    with pytest.raises(JobError, match="anchor or tag"):
+        _read_record(record)
+    record.write_text("config: [unclosed\n")
+    with pytest.raises(JobError, match="is not valid YAML"):
+        _read_record(record)
+    record.write_text("choices: {}\n")
+    with pytest.raises(JobError, match="lacks the config and choices"):
+        _read_record(record)
+
+
+def test_sigterm_checkpoints_and_says_how_to_resume(tmp_path, cache_dir):
+    """A cluster's SIGTERM mid-run: exit 143 with one line naming the step and the resume command; resume goes on."""
+    import signal
+
+    run = tmp_path / "run"
+    child = start_cli("glora-train", "experiment=smoke", f"paths.cache={cache_dir}", "trainer.epochs=40", f"hydra.run.dir={run}", cwd=tmp_path)
+    deadline = time.monotonic() + 240
+    while not (run / "supernet.safetensors").is_file() and time.monotonic() < deadline and child.poll() is None:
+        time.sleep(0.05)
+    os.kill(child.pid, signal.SIGTERM)
+    proc = child.wait(240)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 143 and "Traceback" not in out, out[-2000:]
+    assert "stopped by SIGTERM at epoch" in out and f"resume with: glora-train resume={run}" in out
+    assert not list(run.glob("*.tmp*"))
+    proc = run_cli("glora-train", f"resume={run}", "trainer.stop_after_epochs=1", cwd=tmp_path)
+    assert proc.returncode == 0 and "resuming" in proc.stdout + proc.stderr, proc.stderr[-2000:]

@@ -4,7 +4,7 @@ import pickle
 import pytest
 from conftest import make_vit
 
-from glora.spaces import FORMAT, Layout, LayoutError, Space, TunedLr
+from glora.spaces import FORMAT, Layout, LayoutError, Space, SpaceError, TunedLr
 from glora.supernet import set_layout, wrap
 
 
@@ -148,3 +148,62 @@ def test_uniform_layout(wrapped):
     assert layout.layer_params("blocks.0.attn.qkv") == qkv
     with pytest.raises(LayoutError, match="not in the space"):
         Layout.uniform(model, space, A="LoRA_2")
+
+
+def _write(tmp_path, data, raw=None):
+    """``data`` as a layout file; ``raw`` puts a JSON token json.dumps cannot write (1e400) at "@@"."""
+    text = json.dumps(data)
+    if raw is not None:
+        text = text.replace('"@@"', raw)
+    file = tmp_path / "bad.json"
+    file.write_text(text)
+    return file
+
+
+@pytest.mark.parametrize("key", ["trainable_params", "budget"])
+@pytest.mark.parametrize("value, raw", [(None, "NaN"), (None, "1e400"), (None, "-1e400"), ("12", None), (True, None), (-1, None), (2.5, None)])
+def test_counts_in_a_layout_file_are_whole_finite_numbers(wrapped, tmp_path, key, value, raw):
+    model, space = wrapped
+    data = _layout_dict(model, space)
+    data[key] = "@@" if raw is not None else value
+    file = _write(tmp_path, data, raw)
+    with pytest.raises(LayoutError, match=rf"{file}: field '{key}'=.* is not a whole number ≥ 0 \(or null\)"):
+        Layout.load(file)
+
+
+@pytest.mark.parametrize("edit, message", [
+    ({"ranks": [1e9]}, r"field 'space': space.ranks=\[1000000000.0\] must be a JSON list of whole numbers ≥ 1"),
+    ({"ranks": [True]}, r"field 'space': space.ranks=\[True\]"),
+    ({"ranks": "8421"}, r"field 'space': space.ranks='8421' must be a JSON list"),
+    ({"options": {"A": "lora"}}, r"field 'space': space.options.A='lora' must be a JSON list of kinds"),
+])
+def test_a_layout_files_space_is_json_lists(wrapped, tmp_path, edit, message):
+    model, space = wrapped
+    data = _layout_dict(model, space)
+    data["space"].update(edit)
+    file = _write(tmp_path, data)
+    with pytest.raises(LayoutError, match=rf"{file}: {message}"):
+        Layout.load(file)
+
+
+def test_a_layout_files_ranks_must_fit_the_model_it_is_bound_to(wrapped, tmp_path):
+    model, space = wrapped
+    data = _layout_dict(model, space)
+    data["space"]["ranks"] = [4096, 8, 4]
+    file = _write(tmp_path, data)
+    layout = Layout.load(file)  # the file alone cannot know the model's widths
+    with pytest.raises(SpaceError, match=rf"{file}: space.ranks=\[4096, 8, 4\]: rank 4096 is wider than layer 'blocks.0.attn.qkv'"):
+        wrap(make_vit(), layout.space)
+    with pytest.raises(LayoutError, match=r"space.ranks=\[4096, 8, 4\]: rank 4096 is wider than layer"):
+        layout.check(space.target_layers(model), layout.space)
+
+
+def test_a_duplicated_key_in_a_layout_file_is_refused(wrapped, tmp_path):
+    model, space = wrapped
+    data = _layout_dict(model, space)
+    row = json.dumps(data["layers"]["blocks.0.attn.qkv"])
+    text = json.dumps(data).replace('"layers": {', f'"layers": {{"blocks.0.attn.qkv": {row}, ', 1)
+    file = tmp_path / "dup.json"
+    file.write_text(text)
+    with pytest.raises(LayoutError, match=rf"{file}: key 'blocks.0.attn.qkv' appears twice in one object; keep one entry per key"):
+        Layout.load(file)

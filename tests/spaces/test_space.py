@@ -3,6 +3,7 @@ import timm
 from conftest import make_vit
 
 from glora.spaces import LayerShape, Option, Space, SpaceError
+from glora.supernet import is_wrapped, wrap
 
 
 def test_presets_ranks():
@@ -71,3 +72,38 @@ def test_non_vit_models():
     mixer = timm.create_model("mixer_s16_224", pretrained=False, img_size=64)
     targets = r"blocks\.\d+\.mlp_(tokens|channels)\.fc[12]"
     assert len(Space(targets=targets).target_layers(mixer)) == 4 * 8
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        ({"ranks": [1e9]}, r"space.ranks=\[1000000000.0\] must be a JSON list of whole numbers ≥ 1"),
+        ({"ranks": [0]}, r"space.ranks=\[0\] must be a JSON list of whole numbers ≥ 1"),
+        ({"ranks": [-1]}, r"space.ranks=\[-1\]"),
+        ({"ranks": [2.5]}, r"space.ranks=\[2.5\]"),
+        ({"ranks": ["8"]}, r"space.ranks=\['8'\]"),
+        ({"ranks": [True]}, r"space.ranks=\[True\]"),
+        ({"ranks": "8421"}, r"space.ranks='8421' must be a JSON list"),
+        ({"ranks": 8}, r"space.ranks=8 must be a JSON list"),
+        ({"options": {"A": "lora"}}, r"space.options.A='lora' must be a JSON list of kinds"),
+        ({"options": {"A": [1]}}, r"space.options.A=\[1\] must be a JSON list of kinds"),
+        ({"options": ["lora"]}, r"space.options=\['lora'\] must be an object"),
+        ({"targets": 3}, r"space.targets=3 must be a regex string"),
+        ([8, 4], r"space must be an object"),
+    ],
+)
+def test_space_read_from_a_file_takes_only_json_lists_of_ints(data, message):
+    with pytest.raises(SpaceError, match=message):
+        Space.from_dict(data)
+
+
+def test_a_rank_wider_than_a_targeted_layer_is_refused_before_any_tensor_is_built():
+    model = make_vit()  # every targeted layer is at least 48 wide (qkv 144×48, fc2 48×192)
+    assert len(Space(ranks=(48,)).target_layers(model)) == 8
+    space = Space.from_dict({"ranks": [4096, 8]}, source="runs/x/layout.json")
+    with pytest.raises(SpaceError, match=r"runs/x/layout.json: space.ranks=\[4096, 8\]: rank 4096 is wider than layer "
+                                         r"'blocks.0.attn.qkv' \(144×48\), the narrowest targeted layer; use ranks ≤ 48"):
+        space.target_layers(model)
+    with pytest.raises(SpaceError, match="rank 4096 is wider than"):
+        wrap(model, space)
+    assert not is_wrapped(model) and not any(n.endswith(".base_layer.weight") for n, _ in model.named_parameters())

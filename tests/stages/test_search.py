@@ -208,16 +208,21 @@ def test_bad_input(smoke_supernet, cache_dir, tmp_path):
 
 @pytest.mark.parametrize("launcher", [[], ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]], ids=["basic", "joblib"])
 def test_budget_sweep_and_report(smoke_supernet, cache_dir, tmp_path, launcher):
+    """A bad point among good ones: the good ones run, the sweep exits 1 naming it, the report lists it."""
     proc = run_cli("glora-search", "--multirun", *launcher, "experiment=smoke", f"paths.cache={cache_dir}", f"paths.runs={tmp_path}",
-                   f"supernet={smoke_supernet}", "search.budget=2e3,4e3", "search.generations=1", cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+                   f"supernet={smoke_supernet}", "search.budget=2e3,-5,4e3", "search.generations=1", cwd=tmp_path)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 1 and "1 sweep point(s) failed" in out and "1: search.budget=-5.0 cannot work" in out, out[-3000:]
+    assert "Traceback" not in out
     (sweep,) = (tmp_path / "search" / "multirun").iterdir()
-    assert sorted(p.name for p in sweep.iterdir() if (p / "layout.json").is_file()) == ["0", "1"]  # one run dir per budget
+    assert sorted(p.name for p in sweep.iterdir() if (p / "layout.json").is_file()) == ["0", "2"]  # one run dir per good budget
     proc = run_cli("glora-sweep-report", str(sweep), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     table = pd.read_csv(sweep / "sweep.csv")
     assert list(table["budget"]) == [2000, 4000] and (table["best_trainable_params"] <= table["budget"]).all()
-    assert (sweep / "sweep.png").is_file() and (sweep / "sweep.md").is_file()
+    assert (sweep / "sweep.png").is_file()
+    report = (sweep / "sweep.md").read_text()
+    assert "## Points without a result" in report and "search.budget=-5" in report and "cannot work" in report
 
 
 def test_sweep_report_draws_a_per_budget_sweep_and_a_front_together(smoke_supernet, cache_dir, tmp_path, monkeypatch, caplog):

@@ -16,6 +16,7 @@ from glora.spaces import Layout, LayoutError, Space, model_name, parse_option
 from glora.stages.retrain import retrain_merge_export as retrain
 from glora.stages.setup import wrapped_backbone
 from glora.supernet import adapter_state, glora_layers, is_wrapped, load_adapter, merge, save_adapter, set_layout, support_parameters, vector_b_of, wrap
+from glora.supernet.adapter import backbone_digest
 
 #: Per layer kind, one A–E row; together every form of every support tensor appears.
 MIXED = {
@@ -225,3 +226,85 @@ def test_retrain_writes_an_adapter_that_rebuilds_the_export(cache_dir, tmp_path,
     assert state.keys() == plain.state_dict().keys()
     for key, value in plain.state_dict().items():
         assert torch.allclose(state[key], value, atol=1e-6, rtol=0), key
+
+
+def test_backbone_digest_is_the_frozen_backbone_alone(trained):
+    model, _, _ = trained
+    plain = fresh_vit()
+    assert backbone_digest(plain) == backbone_digest(model)  # wrapped or not; head and support tensors left out
+    wrapped = wrap(fresh_vit(), Space.preset("mid"))
+    assert backbone_digest(wrapped) == backbone_digest(plain)
+    with torch.no_grad():
+        plain.blocks[0].attn.qkv.weight[0, 0] += 1e-3
+    assert backbone_digest(plain) != backbone_digest(model)
+
+
+def test_an_adapter_refuses_another_backbone_of_the_same_shape(trained, caplog):
+    _, layout, path = trained
+    other = make_vit()
+    torch.manual_seed(9)
+    other.blocks[1].mlp.fc1.reset_parameters()  # the same shapes, other weights
+    before = {k: v.clone() for k, v in other.state_dict().items()}
+    with pytest.raises(CheckpointError, match=r"adapter was trained on another backbone \(digest [0-9a-f]{12}…\), this backbone is "
+                                              r"[0-9a-f]{12}…; load it onto the backbone it was trained on, or pass check_backbone=False"):
+        load_adapter(other, path)
+    assert not is_wrapped(other) and all(torch.equal(v, before[k]) for k, v in other.state_dict().items())
+    assert load_adapter(other, path, check_backbone=False).hash == layout.hash
+
+
+def test_an_adapter_written_before_the_backbone_digest_loads_with_a_warning(trained, tmp_path, caplog):
+    _, layout, path = trained
+    old = rewrite(path, tmp_path / "old.safetensors", edit_identity=lambda i: i.pop("backbone_digest"))
+    with caplog.at_level("WARNING", logger="glora.supernet.adapter"):
+        assert load_adapter(fresh_vit(), old).hash == layout.hash
+    assert "records no backbone digest" in caplog.text
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_an_adapter_with_non_finite_tensors_is_refused(trained, tmp_path, bad):
+    _, _, path = trained
+    edited = rewrite(path, tmp_path / "nan.safetensors", lambda t: t["blocks.0.attn.qkv.E"].__setitem__(3, bad))  # checksum recomputed
+    with pytest.raises(CheckpointError, match=r"tensor 'blocks.0.attn.qkv.E' holds NaN or inf"):
+        load_adapter(fresh_vit(), edited)
+
+
+@pytest.mark.parametrize("header, message", [
+    ("{not json", r"its 'glora' header is not JSON .*; re-export it"),
+    ("[1, 2]", r"its 'glora' header is JSON but not an object \(list\); re-export it"),
+    ('{"format": "glora-adapter/1", "model": "a", "model": "b"}', r"its 'glora' header has key 'model' twice; re-export it"),
+])
+def test_an_adapter_header_that_is_not_one_json_object_is_refused(tmp_path, header, message):
+    file = tmp_path / "adapter.safetensors"
+    save_file({"x": torch.zeros(1)}, str(file), metadata={"glora": header, "sha256": tensors_digest({"x": torch.zeros(1)})})
+    with pytest.raises(CheckpointError, match=rf"adapter '{file}': {message}"):
+        load_adapter(fresh_vit(), file)
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("model", ["vit"], r"header field 'model' is \['vit'\], expected a model name"),
+    ("layout", "{}", r"header field 'layout' is '\{\}', expected a layout object"),
+    ("layout_hash", 5, r"header field 'layout_hash' is 5, expected a string"),
+    ("vector_b", ["mean"], r"header field 'vector_b' is \['mean'\], expected a string"),
+    ("parameterisation", 2, r"header field 'parameterisation' is 2, expected a string"),
+    ("num_classes", "5", r"header field 'num_classes' is '5', expected a whole number ≥ 1"),
+    ("num_classes", True, r"header field 'num_classes' is True, expected a whole number ≥ 1"),
+    ("backbone_digest", 7, r"header field 'backbone_digest' is 7, expected a sha256 hex string"),
+])
+def test_adapter_header_fields_are_typed(trained, tmp_path, key, value, message):
+    _, _, path = trained
+    edited = rewrite(path, tmp_path / "typed.safetensors", edit_identity=lambda i: i.update({key: value}))
+    with pytest.raises(CheckpointError, match=rf"adapter '{edited}': {message}; re-export it"):
+        load_adapter(fresh_vit(), edited)
+
+
+@pytest.mark.parametrize("ranks, message", [
+    ([4096, 8, 4], r"space.ranks=\[4096, 8, 4\]: rank 4096 is wider than layer 'blocks.0.attn.qkv' \(144×48\)"),
+    ([1e9, 8, 4], r"field 'space': space.ranks=\[1000000000.0, 8, 4\] must be a JSON list of whole numbers ≥ 1"),
+])
+def test_an_adapter_headers_ranks_are_checked_before_any_tensor_is_built(trained, tmp_path, ranks, message):
+    _, _, path = trained
+    edited = rewrite(path, tmp_path / "wide.safetensors", edit_identity=lambda i: i["layout"]["space"].update(ranks=ranks))
+    target = fresh_vit()
+    with pytest.raises(CheckpointError, match=rf"adapter '{edited}'.*{message}"):
+        load_adapter(target, edited)
+    assert not is_wrapped(target)
