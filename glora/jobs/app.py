@@ -8,6 +8,7 @@ import fcntl
 import importlib.resources
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -154,6 +155,9 @@ def _restore(cfg: DictConfig, run_dir: Path) -> tuple[DictConfig, dict[str, str]
     is refused."""
     resume = cfg.get("resume")
     record = run_dir / RECORD
+    if resume is None and record.is_file() and os.environ.get("SLURM_RESTART_COUNT", "0") not in ("", "0"):
+        log.info("requeued by SLURM (SLURM_RESTART_COUNT=%s): resuming the run in %s", os.environ["SLURM_RESTART_COUNT"], run_dir)
+        resume = str(run_dir)  # a pre-empted job started again with its own command line: it goes on where it stopped
     if resume is None:
         if record.is_file() and is_main():  # (rank 0 writes the record: the other ranks would see this run's own)
             raise JobError(f"run dir {run_dir} already holds a run; continue it with resume={run_dir}, or give this job a new dir")

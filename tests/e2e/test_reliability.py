@@ -286,3 +286,16 @@ def test_sigterm_checkpoints_and_says_how_to_resume(tmp_path, cache_dir):
     assert not list(run.glob("*.tmp*"))
     proc = run_cli("glora-train", f"resume={run}", "trainer.stop_after_epochs=1", cwd=tmp_path)
     assert proc.returncode == 0 and "resuming" in proc.stdout + proc.stderr, proc.stderr[-2000:]
+
+
+def test_a_job_slurm_requeues_resumes_its_own_run_dir(tmp_path, cache_dir, monkeypatch):
+    """Pre-empted and requeued (SLURM_RESTART_COUNT > 0), the same command line goes on in its dir instead of refusing it."""
+    run = tmp_path / "run"
+    args = ["experiment=smoke", f"paths.cache={cache_dir}", "trainer.epochs=2", "trainer.stop_after_epochs=1", f"hydra.run.dir={run}"]
+    assert run_cli("glora-train", *args, cwd=tmp_path).returncode == 0
+    proc = run_cli("glora-train", *args, cwd=tmp_path)  # not requeued: the dir holds a run
+    assert proc.returncode == 1 and "already holds a run" in proc.stdout + proc.stderr
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
+    proc = run_cli("glora-train", *args, cwd=tmp_path)
+    assert proc.returncode == 0 and "requeued by SLURM" in proc.stdout + proc.stderr, proc.stderr[-2000:]
+    assert pd.read_json(run / "metrics.json", typ="series")["epochs_done"] == 2
