@@ -41,9 +41,12 @@ def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 def weights_only_refused(err: BaseException) -> bool:
-    """Whether ``torch.load(..., weights_only=True)`` raised ``err`` because the file holds
-    Python objects it will not unpickle (rather than because the file is truncated)."""
-    return isinstance(err, pickle.UnpicklingError) and "Weights only load failed" in str(err)
+    """Whether a weights-only load raised ``err`` because the file holds Python objects it
+    will not unpickle (rather than because the file is truncated): torch's
+    ``UnpicklingError``, or the ``RuntimeError`` timm's ``load_state_dict`` rewraps it in."""
+    text = str(err)
+    return isinstance(err, (pickle.UnpicklingError, RuntimeError)) and any(
+        s in text for s in ("Unsupported global", "non-allowlisted"))  # not a garbage file's "invalid load key"
 
 
 def refused_message(path: Path | str) -> str:

@@ -107,13 +107,7 @@ def target_configs(cfg: EvaluateJobConfig) -> list[DataConfig]:
 
 def _identity(path: Path) -> dict:
     """The ``glora`` header of a safetensors file this project wrote (one CheckpointError otherwise)."""
-    try:
-        identity = read_identity(path)
-    except ValueError as err:
-        raise CheckpointError(f"{path}: its 'glora' header is not JSON ({err}); re-export it with glora-retrain") from None
-    if not isinstance(identity, dict):
-        raise CheckpointError(f"{path}: its 'glora' header is not a JSON object; re-export it with glora-retrain")
-    return identity
+    return read_identity(path, what="model or adapter file")
 
 
 def _exported(weights: Path, label: str) -> ScoredModel:

@@ -60,9 +60,10 @@ class _Boom:
 def test_checkpoint_is_never_unpickled(tmp_path):
     path = tmp_path / "evil.pth"
     torch.save({"blocks.0.attn.qkv.weight": _Boom(str(tmp_path / "executed"))}, path)
-    with pytest.raises(CheckpointError, match="cannot be read"):
+    with pytest.raises(CheckpointError, match="holds Python objects that a weights-only load refuses; convert it to .safetensors") as err:
         load_backbone(ModelConfig(name="vit_tiny_patch16_224", kwargs=KW, checkpoint=str(path)), 4)
     assert not (tmp_path / "executed").exists()
+    assert "weights_only=False" not in str(err.value)  # torch's (and timm's) advice would run the file's code
 
 
 def test_no_hub_download_ever(tmp_path):

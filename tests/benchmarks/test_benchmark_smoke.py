@@ -24,7 +24,7 @@ def _run(monkeypatch, module: str, *argv: str):
 def test_every_script_has_a_smoke_test():
     scripts = {p.stem for p in BENCHMARKS.glob("*.py")}
     helpers = {"machine", "plan", "stats", "ranking_stats"}  # imported by the scripts, tested through them
-    covered = {"speed", "front", "recipe", "real", "bad_inputs", "accuracy", "ranking", "fewshot", "domain"}
+    covered = {"speed", "front", "recipe", "real", "bad_inputs", "accuracy", "ranking", "fewshot", "domain", "peft_size"}
     assert scripts - helpers == covered, f"a benchmark without a smoke test: {sorted(scripts - helpers - covered)}"
     text = Path(__file__).read_text() + Path(__file__).with_name("test_accuracy_benchmark.py").read_text() \
         + Path(__file__).with_name("test_ranking_benchmark.py").read_text()
@@ -88,24 +88,26 @@ def test_bad_inputs_classifies_a_refused_value_as_one_line(tmp_path, monkeypatch
     import bad_inputs
     from conftest import run_cli
 
-    def run(script, *args, cwd):  # the script's own runner, forked from here (no fresh imports per job)
-        proc = run_cli(script, *args, cwd=cwd, timeout=600)
+    def run(script, *args, cwd, timeout=bad_inputs.TIMEOUT):  # the script's own runner, forked from here (no fresh imports per job)
+        proc = run_cli(script, *args, cwd=cwd, timeout=timeout)
         return proc.returncode, proc.stdout + proc.stderr
 
     monkeypatch.setattr(bad_inputs, "run", run)
     bad_inputs.main(["--cases", "trainer.epochs=0", "--out", str(tmp_path)])
     text = (tmp_path / "bad-inputs-cpu.md").read_text()
     row = next(line for line in text.splitlines() if "| trainer.epochs=0 |" in line)
-    assert "| one line |" in row and "trainer.epochs" in row.split("| one line |")[1]
+    assert "| clear | yes |" in row and "trainer.epochs" in row.split("| clear | yes |")[1]
 
 
 def test_bad_inputs_verdicts():
     import bad_inputs
 
-    assert bad_inputs.verdict(1, "[2026] ERROR] - trainer.epochs=0 cannot work: train for at least 1 epoch", False)[0] == "one line"
+    assert bad_inputs.verdict(1, "[2026] ERROR] - trainer.epochs=0 cannot work: train for at least 1 epoch", False)[0] == "clear"
     assert bad_inputs.verdict(1, "Traceback (most recent call last):\n  ...\nValueError: x", False) == ("trace", "ValueError: x")
-    assert bad_inputs.verdict(0, "", False)[0] == "silent accept"
+    assert bad_inputs.verdict(0, "", False)[0] == "silent"
     assert bad_inputs.verdict(0, "", True)[0] == "ok"
+    assert bad_inputs.verdict(None, "epoch 1/2", False)[0] == "hang"
+    assert bad_inputs.verdict(1, "", True)[0] == "failed"
 
 
 def test_fewshot_runs_k_shot_cells_and_each_method_trains_on_k_per_class(tmp_path, cache_dir):
@@ -150,3 +152,15 @@ def test_domain_exports_each_method_and_scores_it_unchanged_on_every_target(tmp_
         shifted = runs[(runs["method"] == method) & (runs["target"] == "sklearn_digits-inversion5")]
         assert shifted["drop"].item() == pytest.approx(shifted["acc"].item() - scored)
     assert "| vtab | sklearn_digits-inversion5 |" in next(out.glob("domain-*.md")).read_text()
+
+
+def test_peft_size_exports_both_ways_and_the_peft_file_computes_the_same(tmp_path):
+    import peft_size
+
+    peft_size.main(["--budgets", "4096", "--out", str(tmp_path)])
+    (report,) = tmp_path.glob("peft-size-*.md")
+    rows = [line.split(" | ") for line in report.read_text().splitlines() if line.startswith("| 4096 |")]
+    assert [r[1] for r in rows] == ["random-4096", "glora_lora-4096"]
+    for row in rows:
+        ours, theirs, diff = int(row[4]), int(row[5]), float(row[7])
+        assert theirs > ours > 0 and diff <= 1e-5
