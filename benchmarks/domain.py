@@ -59,6 +59,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--full-ft-lrs", type=float, nargs="+", default=[1e-5, 3e-5, 1e-4, 3e-4, 1e-3])
     parser.add_argument("--epochs", type=int, default=None, help="every method's training (default: the config's; k-shot regimes: 30)")
     parser.add_argument("--supernet-epochs", type=int, default=None)
+    parser.add_argument("--eval-max-images", type=int, default=None,
+                        help="score each target on a seeded subset of this many test images (the same for every model); default: all")
     parser.add_argument("--quick", action="store_true", help="smoke backbone, one regime, one seed, two targets")
     parser.add_argument("--report", action="store_true", help="only write the table from finished runs")
     parser.add_argument("--name", default=None)
@@ -104,7 +106,7 @@ def train_and_score(cfg, args, work: Path) -> None:
                 continue
             job = EvaluateJobConfig(paths=rcfg.paths, trainer=rcfg.trainer, model=rcfg.model, pretrain=rcfg.pretrain,
                                     data=replace(rcfg.data, task=args.source, shots=None, val_shots=None),
-                                    evaluate=EvaluateConfig(run=str(run), targets=targets(args)))
+                                    evaluate=EvaluateConfig(run=str(run), targets=targets(args), max_images=args.eval_max_images))
             (run / "evaluate").mkdir(exist_ok=True)
             run_evaluate(job, run / "evaluate")
 
@@ -164,7 +166,8 @@ def report(cfg, args, work: Path, out: Path, tag: str, command: str) -> pd.DataF
         (f"Protocol: each method is tuned on the source's val split (lr from {args.lrs}; full FT from {args.full_ft_lrs}), trained on "
          f"train+val for seeds 0..{args.seeds - 1} and exported as plain timm; `glora-evaluate` then scores every model, unchanged, on "
          f"the source's test split, on its shifts ({', '.join(args.shifts)} at severities {args.severities}) and on "
-         f"{', '.join(args.others) or 'no other domain'}. Searched GLoRA: one search under {args.budget:,} params on the source's labels. "
+         f"{', '.join(args.others) or 'no other domain'}"
+         f"{f' (each on the same seeded subset of {args.eval_max_images} of its test images)' if args.eval_max_images else ''}. Searched GLoRA: one search under {args.budget:,} params on the source's labels. "
          f"Regimes: {', '.join(args.regimes)} (a k-shot regime: one draw, data.split_seed=0, k more per class for val; seeds vary the training)."), "",
         "Test accuracy, mean ± std over seeds (in brackets: the change from the same models on the source's own test split):", "",
         markdown_table(wide), "",
@@ -181,7 +184,8 @@ def main(argv: list[str] | None = None) -> None:
     cfg, work, tag, _ = acc.flag_run(args.quick, ["data.rank_images=0", "search.rerank=0", *args.overrides], args.work, args.name)
     command = (f"python benchmarks/domain.py --source {args.source} --regimes {' '.join(args.regimes)} --seeds {args.seeds} "
                f"--shifts {' '.join(args.shifts)} --severities {' '.join(map(str, args.severities))} --others {' '.join(args.others)} "
-               f"--budget {args.budget} --rank {args.rank} {' '.join(args.overrides)}").strip()
+               f"--budget {args.budget} --rank {args.rank} --lrs {' '.join(map(str, args.lrs))}"
+               f"{f' --eval-max-images {args.eval_max_images}' if args.eval_max_images else ''} {' '.join(args.overrides)}").strip()
     if not args.report:
         train_and_score(cfg, args, work)
     report(cfg, args, work, Path(args.out), tag, command)

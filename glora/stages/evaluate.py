@@ -24,6 +24,7 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
+from torch.utils.data import Subset  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from glora.backbones import EMBEDDED, ModelConfig, create_model, load_backbone  # noqa: E402
@@ -54,11 +55,14 @@ class EvaluateConfig:
     # fields over `data` (e.g. {source: imagefolder, root: /data/x}); empty: `data` itself.
     targets: list[Any] = field(default_factory=list)
     ece_bins: int = 15  # equal-width confidence bins of the expected calibration error
+    max_images: Optional[int] = None  # score each target on this many of its test images (a seeded subset, the same for every model); null: all
 
     def __post_init__(self) -> None:
         require(self.run is None or self.adapter is None, "evaluate.adapter", self.adapter,
                 f"evaluate.run={self.run!r} is set too: score one model, either a run dir / model.safetensors or an adapter")
         require(self.ece_bins >= 1, "evaluate.ece_bins", self.ece_bins, "use at least 1 bin, e.g. 15")
+        require(self.max_images is None or self.max_images >= 1, "evaluate.max_images", self.max_images,
+                "use null (every test image) or a positive number of images, e.g. 1000")
 
 
 @dataclass
@@ -197,6 +201,17 @@ def _file_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text)
 
 
+def _test_subset(task: Any, max_images: Optional[int]) -> Any:
+    """``task`` with its test split cut to ``max_images`` images drawn by a fixed seed: the
+    same indices for every target of one length (a shift keeps its source's order), so
+    models and shifts are compared on the same images."""
+    test = task.splits["test"]
+    if max_images is None or len(test) <= max_images:
+        return task
+    keep = torch.randperm(len(test), generator=torch.Generator().manual_seed(0))[:max_images].sort().values.tolist()
+    return dataclasses.replace(task, splits={**task.splits, "test": Subset(test, keep)})
+
+
 def run_evaluate(cfg: EvaluateJobConfig, run_dir: Path) -> pd.DataFrame:
     """Score the model(s) on every target; metrics.json / metrics.csv / report.md and a
     confusion-matrix plot per (model, target) in ``run_dir``."""
@@ -212,7 +227,7 @@ def run_evaluate(cfg: EvaluateJobConfig, run_dir: Path) -> pd.DataFrame:
         m.model.to(device)
         for i, data in enumerate(targets):
             if (i, m.preprocess) not in built:
-                built[i, m.preprocess] = build_task(data, m.preprocess)
+                built[i, m.preprocess] = _test_subset(build_task(data, m.preprocess), cfg.evaluate.max_images)
             task = built[i, m.preprocess]
             if task.num_classes != m.num_classes:
                 where = f"evaluate.targets[{i}] ({task.name})" if cfg.evaluate.targets else f"data (data.task={task.name})"
@@ -233,7 +248,8 @@ def run_evaluate(cfg: EvaluateJobConfig, run_dir: Path) -> pd.DataFrame:
     atomic_write(run_dir / "metrics.csv", lambda tmp: flat.to_csv(tmp, index=False))
     write_text_atomic(run_dir / "report.md", "\n".join([
         "# Evaluation", "",
-        f"Model: `{cfg.evaluate.run or cfg.evaluate.adapter}`; no training. Each target's test split, one forward pass per "
+        f"Model: `{cfg.evaluate.run or cfg.evaluate.adapter}`; no training. Each target's test split"
+        f"{f' (a seeded subset of {cfg.evaluate.max_images} images)' if cfg.evaluate.max_images else ''}, one forward pass per "
         f"image; `ece`: expected calibration error over {cfg.evaluate.ece_bins} confidence bins.", "",
         markdown_table(flat), "", *[f"![{r['model']} on {r['target']}]({r['plot']})" for r in rows], "",
     ]))

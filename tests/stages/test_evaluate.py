@@ -88,3 +88,21 @@ def test_calibration_error_and_the_confusion_plot_against_direct_computations(tm
     assert result["nll"] == pytest.approx(-sum(probs[i, labels[i]].log().item() for i in range(4)) / 4)
     drawn = plot_confusion([[5, 0], [2, 3]], tmp_path / "c.png", "t")
     assert drawn["matrix"] == [[5, 0], [2, 3]] and drawn["texts"] == ["5", "0", "2", "3"] and (tmp_path / "c.png").is_file()
+
+
+def test_max_images_scores_the_same_seeded_subset_for_every_target():
+    """evaluate.max_images: a quicker look on a fixed subset of each target's test split."""
+    import torch
+    from torch.utils.data import TensorDataset
+
+    from glora.data import DataConfig, TaskData
+    from glora.run.errors import ConfigError
+    from glora.stages.evaluate import EvaluateConfig, _test_subset
+
+    test = TensorDataset(torch.arange(50).float(), torch.zeros(50, dtype=torch.long))
+    task = TaskData("t", 2, {"test": test}, DataConfig())
+    one, two = _test_subset(task, 10), _test_subset(task, 10)
+    assert len(one.splits["test"]) == 10 and list(one.splits["test"].indices) == list(two.splits["test"].indices)
+    assert list(one.splits["test"].indices) != list(range(10)) and _test_subset(task, None) is task and _test_subset(task, 80) is task
+    with pytest.raises(ConfigError, match="evaluate.max_images=0"):
+        EvaluateConfig(run="x", max_images=0)
