@@ -12,7 +12,9 @@ supernet's step hook, the same evaluator, operators and strategies, the same par
 groups. Any model whose targeted layers are ``nn.Linear`` (or 1×1 convolutions) works; the
 trainable modules besides GLoRA are the classifier of a timm model (``get_classifier``),
 or the ``modules_to_train`` you name. Loaders yield ``(images, labels)`` batches; they are
-checked (one batch each) before anything trains.
+checked (one batch each) before anything trains. A SIGTERM or SIGUSR1 during training ends
+it after the current step with ``glora.run.signals.Stopped`` (with ``run_dir``, after a
+checkpoint of that step, which the same call resumes).
 """
 from __future__ import annotations
 
