@@ -108,12 +108,16 @@ def _trainable(model: nn.Module, modules_to_train: Optional[Sequence[str]]) -> t
     return ()
 
 
-def _setup(train_loader: Iterable, val_loader: Optional[Iterable], epochs: int, lr: float,
-           optim: Optional[GLoRAOptimConfig], seed: int, device: str, hook: Optional[EpochHook], run_dir: Optional[Union[str, Path]],
-           title: str, identity: dict) -> tuple[GLoRAOptimConfig, TrainerConfig, _Loaders, tuple, tuple[str, str]]:
+def _check_loaders(train_loader: Iterable, val_loader: Optional[Iterable]) -> None:
+    """Both loaders, before the model is touched."""
     check_loader(train_loader, "train_loader")
     if val_loader is not None:
         check_loader(val_loader, "val_loader")
+
+
+def _setup(train_loader: Iterable, val_loader: Optional[Iterable], epochs: int, lr: float,
+           optim: Optional[GLoRAOptimConfig], seed: int, device: str, hook: Optional[EpochHook], run_dir: Optional[Union[str, Path]],
+           title: str, identity: dict) -> tuple[GLoRAOptimConfig, TrainerConfig, _Loaders, tuple, tuple[str, str]]:
     optim = replace(optim, lr=lr) if optim is not None else GLoRAOptimConfig(lr=lr)
     trainer = TrainerConfig(epochs=epochs, seed=seed, device=device)
     callbacks: list = []
@@ -141,6 +145,7 @@ def train_supernet(
     a checkpoint is written every epoch and a rerun resumes from it. Returns the model,
     in supernet mode, in eval mode."""
     require(epochs >= 1, "epochs", epochs, "train for at least 1 epoch")
+    _check_loaders(train_loader, val_loader)
     torch.manual_seed(seed)
     if not is_wrapped(model):
         wrap(model, space, seed=seed, modules_to_train=_trainable(model, modules_to_train), up_init=up_init, vector_b=vector_b)
@@ -218,6 +223,7 @@ def retrain(
     require(epochs >= 1, "epochs", epochs, "train for at least 1 epoch")
     require(not is_wrapped(backbone), "backbone", type(backbone).__name__,
             "pass the plain pretrained backbone (not the supernet): the layout trains from it")
+    _check_loaders(train_loader, val_loader)
     torch.manual_seed(seed)
     wrap(backbone, layout.space, seed=seed, modules_to_train=_trainable(backbone, modules_to_train), up_init=up_init, vector_b=vector_b)
     bound = set_layout(backbone, layout)

@@ -108,8 +108,10 @@ class Dicts(torch.utils.data.Dataset):
     ([1, 2], r"train_loader yields a int, not \(images, labels\)"),
 ])
 def test_a_loader_that_does_not_yield_images_and_labels(loader, match):
+    model = make_vit()
     with pytest.raises(LoaderError, match=match):
-        glora.train_supernet(make_vit(), Space.preset("small"), loader, epochs=1)
+        glora.train_supernet(model, Space.preset("small"), loader, epochs=1)
+    assert not is_wrapped(model)  # refused before the model was touched
 
 
 def test_bad_models_and_budgets():
