@@ -33,6 +33,7 @@ from glora.search import Budget, BudgetError, Evaluator, LayoutOps, Record, get_
 from glora.spaces import Layout, Space
 from glora.stages.config import GLoRAOptimConfig
 from glora.stages.sampling import SamplingConfig
+from glora.stages.search import history_table
 from glora.stages.train import fit_supernet
 from glora.supernet import is_wrapped, merge, set_layout, space_of, wrap
 from glora.training import Checkpoint, RunFiles, TrainerConfig, fit, predict
@@ -159,7 +160,7 @@ def train_supernet(
 @dataclass
 class SearchResult:
     """One search's best layout (with ``metrics.val_acc``), its score and size, and every
-    layout it evaluated (``history``: generation, layout_hash, trainable_params, val_acc)."""
+    layout it evaluated (``history``: generation, strategy, layout_hash, trainable_params, val_acc, seconds)."""
 
     layout: Layout
     val_acc: float
@@ -200,8 +201,7 @@ def search_layout(
         records = run_generations(s, ops, timed(evaluate), show_progress=progress)
         best = top_k(records, 1)[0]
         layout = ops.layout(best.layers, metrics={"val_acc": best.val_acc})
-        history = pd.DataFrame([{"generation": r.generation, "layout_hash": r.hash, "trainable_params": r.params, "val_acc": r.val_acc,
-                                 "seconds": r.seconds} for r in records])
+        history = history_table(records, strategy)
         if run_dir is not None:
             Path(run_dir).mkdir(parents=True, exist_ok=True)
             layout.save(Path(run_dir) / f"layout-{s.budget}.json")

@@ -30,7 +30,7 @@ from .handoff import Reranked
 from .rerank import rerank, rerank_epochs
 from .train import TrainedSupernet, load_trained
 
-__all__ = ["STATE", "SearchJobConfig", "run_search"]
+__all__ = ["STATE", "SearchJobConfig", "history_table", "run_search"]
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ def _seed_layers(path: str, supernet: TrainedSupernet) -> dict:
     return layout.layers
 
 
-def _history(records: list[Record], strategy: str) -> pd.DataFrame:
+def history_table(records: list[Record], strategy: str) -> pd.DataFrame:
     return pd.DataFrame(
         [{"generation": r.generation, "strategy": strategy, "layout_hash": r.hash, "trainable_params": r.params,
           "val_acc": r.val_acc, "seconds": r.seconds} for r in records]
@@ -100,7 +100,7 @@ def _history(records: list[Record], strategy: str) -> pd.DataFrame:
 
 def _save_state(run_dir: Path, identity: dict, generations_done: int, records: list[Record]) -> None:
     rows = [{**asdict(r), "layers": {n: [str(o) for o in c] for n, c in r.layers.items()}} for r in records]
-    table = _history(records, identity["strategy"])
+    table = history_table(records, identity["strategy"])
     atomic_write(run_dir / "history.csv", lambda tmp: table.to_csv(tmp, index=False))
     write_json_atomic(run_dir / STATE, {"identity": identity, "generations_done": generations_done, "records": rows})
 
@@ -129,7 +129,7 @@ def _resume(run_dir: Path, identity: dict) -> tuple[list[Record], int]:
 def _write_outputs(run_dir: Path, cfg: SearchJobConfig, records: list[Record], best: Record, reranked: Reranked | None, ops: LayoutOps,
                    supernet: TrainedSupernet, seconds: float) -> dict:
     name = strategy_name(cfg.search)
-    history = _history(records, name)
+    history = history_table(records, name)
     tuned = reranked.tuned_lr if reranked else None  # a retrain takes the lr only when it was chosen from a grid (retrain.lr_from_search)
     layout = ops.layout(best.layers, metrics={"val_acc": best.val_acc, **({"standalone_val_acc": tuned.val_acc} if tuned else {})},
                         tuned_lr=tuned)
